@@ -1,0 +1,135 @@
+"""create_app: the one place that wires config, store, upstream and routes into an ASGI app."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Request, Response
+from litestar.exceptions import HTTPException
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.config import CONFIG_ENV_VAR, Config, load_config
+from gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RouteNotFound,
+)
+from gateway.routes import health, unified
+from gateway.state import GatewayState
+from gateway.store import Store
+from gateway.upstream import Upstream
+
+log = logging.getLogger("gateway")
+access_log = logging.getLogger("gateway.access")
+
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestContext:
+    """ASGI middleware: gives every request an id (or keeps a sane incoming ``x-request-id``), echoes
+    it as ``x-gateway-request-id`` on every answer (404s included) and logs one line per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                if _SAFE_REQUEST_ID.match(candidate):
+                    rid = candidate
+                break
+        if not rid:
+            rid = "req_" + secrets.token_hex(12)
+        scope.setdefault("state", {})["request_id"] = rid  # type: ignore[typeddict-unknown-key]
+        started = time.perf_counter()
+        status = 0
+        rid_header = (b"x-gateway-request-id", rid.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), rid_header]  # type: ignore[typeddict-unknown-key]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            access_log.info("%s %s %d %.1fms %s", scope["method"], scope["path"], status,
+                            (time.perf_counter() - started) * 1000, rid)
+
+
+def _render(error: GatewayError) -> Response[bytes]:
+    return Response(error.body(), status_code=error.status_code, media_type="application/json",
+                    headers=error.headers)
+
+
+def _gateway_error(_: Request[Any, Any, Any], exc: GatewayError) -> Response[bytes]:
+    return _render(exc)
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    if exc.status_code == 404:
+        return _render(RouteNotFound("Unknown path: see the README for the gateway's endpoints."))
+    if exc.status_code == 405:
+        return _render(MethodNotAllowed(f"Method not allowed: {exc.detail}."))
+    if exc.status_code == 413:
+        return _render(PayloadTooLarge("The request body is larger than server.max_body_mb allows."))
+    return _render(InvalidRequest(str(exc.detail)))
+
+
+def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    # A bug of ours: log it with its traceback, tell the client only that it happened.
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _render(GatewayError("The gateway hit an internal error; it has been logged."))
+
+
+def create_app(config: Config, *, store: Store | None = None, upstream: Upstream | None = None) -> ASGIApp:
+    state = GatewayState(config, store=store, upstream=upstream)
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        await state.start()
+        try:
+            yield
+        finally:
+            await state.stop()
+
+    app = Litestar(
+        route_handlers=[unified.chat_completions, unified.list_models, health.healthz, health.readyz],
+        exception_handlers={
+            GatewayError: _gateway_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+        lifespan=[lifespan],
+        openapi_config=None,
+        request_max_body_size=int(config.server.max_body_mb * 1024 * 1024),
+        logging_config=None,
+    )
+    app.state.gateway = state
+    wrapped = RequestContext(app)
+    wrapped.state = state  # type: ignore[attr-defined]  # for tests and the CLI
+    return wrapped
+
+
+def serve_app() -> ASGIApp:
+    """granian's factory in each worker process: the config arrives by path, through the environment."""
+    from gateway.logs import setup_logging
+
+    setup_logging()
+    return create_app(load_config(os.environ.get(CONFIG_ENV_VAR) or None))

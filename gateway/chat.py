@@ -1,0 +1,88 @@
+"""A client's chat request, parsed once: the typed view adapters translate, and the raw top level.
+
+The raw top level (``dict[str, msgspec.Raw]``) lets the OpenAI-compatible path forward the body with
+only ``model`` rewritten: every other member, known or not, goes upstream as the client's own bytes.
+"""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+from gateway.errors import InvalidRequest
+from gateway.wire.openai import (
+    CHAT_REQUEST_FIELDS,
+    ChatRequest,
+    RawObject,
+    chat_request_decoder,
+    encoder,
+    raw_object_decoder,
+)
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
+
+
+class ChatCall:
+    """What the pipeline needs to know about one chat request."""
+
+    __slots__ = ("body", "raw", "request")
+
+    def __init__(self, body: bytes, raw: RawObject, request: ChatRequest) -> None:
+        self.body = body
+        self.raw = raw
+        self.request = request
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.request.stream)
+
+    @property
+    def include_usage(self) -> bool:
+        opts = self.request.stream_options
+        return bool(opts and opts.include_usage)
+
+    def unknown_fields(self) -> list[str]:
+        """Top-level members this gateway does not model (forwarded as-is to OpenAI-compatible servers)."""
+        return [name for name in self.raw if name not in CHAT_REQUEST_FIELDS]
+
+    def body_with_model(self, model: str) -> bytes:
+        """The client's body with only ``model`` replaced; other members are re-emitted byte for byte."""
+        raw = dict(self.raw)
+        raw["model"] = msgspec.Raw(encoder.encode(model))
+        return encoder.encode(raw)
+
+
+def parse_chat(body: bytes) -> ChatCall:
+    if not body.strip():
+        raise InvalidRequest("The request body is empty: send a JSON object with 'model' and 'messages'.")
+    try:
+        raw = raw_object_decoder.decode(body)
+    except msgspec.ValidationError:
+        raise InvalidRequest("The request body must be a JSON object.") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}") from None
+    try:
+        request = chat_request_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise validation_error(str(exc)) from None
+    if not request.messages:
+        raise InvalidRequest("'messages' must contain at least one message.", param="messages")
+    if not request.model:
+        raise InvalidRequest("'model' must be a non-empty string.", param="model")
+    return ChatCall(body, raw, request)
+
+
+def validation_error(text: str) -> InvalidRequest:
+    """Turn msgspec's "Expected `str`, got `int` - at `$.messages[0].content`" into a 400 with ``param``."""
+    match = _AT.match(text)
+    message, path = (match.group("msg"), match.group("path") or "") if match else (text, "")
+    param = path.lstrip(".") or None
+    missing = _MISSING.match(message)
+    if missing:
+        field = missing.group("field")
+        param = f"{param}.{field}" if param else field
+        return InvalidRequest(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+    return InvalidRequest(f"Invalid value for '{param}': {message}." if param else f"Invalid request: {message}.",
+                          param=param, code="invalid_value")

@@ -1,0 +1,279 @@
+"""config.toml: the schema (msgspec Structs that refuse unknown keys), ${ENV} interpolation, and validation.
+
+Every mistake is reported as a ``ConfigError`` naming the file, the key path and a hint, before
+anything listens. ``load_config`` is the one entry point; the server, the CLI and ``check-config`` all
+use it, so they report the same errors.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+ProviderKind = Literal["openai", "anthropic", "gemini"]
+PROVIDER_KINDS: tuple[str, ...] = ("openai", "anthropic", "gemini")
+
+# The three well-known provider names: their kind and base URL may be left out. The base URL follows
+# each official SDK's convention: OpenAI's includes the version path, Anthropic's and Gemini's are the
+# host root (the adapters add /v1/messages and /v1beta/models/...).
+WELL_KNOWN: dict[str, tuple[ProviderKind, str]] = {
+    "openai": ("openai", "https://api.openai.com/v1"),
+    "anthropic": ("anthropic", "https://api.anthropic.com"),
+    "google": ("gemini", "https://generativelanguage.googleapis.com"),
+}
+DEFAULT_BASE_URL_BY_KIND = {kind: url for kind, url in WELL_KNOWN.values()}
+
+# Environment variables that enable a provider when the gateway runs without a config file.
+ENV_PROVIDERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("openai", ("OPENAI_API_KEY",)),
+    ("anthropic", ("ANTHROPIC_API_KEY",)),
+    ("google", ("GEMINI_API_KEY", "GOOGLE_API_KEY")),
+)
+
+CONFIG_ENV_VAR = "GATEWAY_CONFIG"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: str = "./data"
+    workers: int = 1
+    max_body_mb: float = 32.0
+
+
+class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    type: ProviderKind | None = None
+    base_url: str | None = None
+    api_key: str = ""
+    models: list[str] | None = None
+    connect_timeout: float = 10.0
+    timeout: float = 600.0
+    headers: dict[str, str] = {}
+
+
+class ConfigFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The TOML document as written by the user."""
+
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    providers: dict[str, ProviderConfig] = {}
+
+
+class Provider(msgspec.Struct, frozen=True, kw_only=True):
+    """A provider with its defaults applied: what the rest of the gateway works with."""
+
+    name: str
+    kind: ProviderKind
+    base_url: str
+    api_key: str
+    models: tuple[str, ...] | None
+    connect_timeout: float
+    timeout: float
+    headers: dict[str, str]
+
+    def __repr__(self) -> str:  # never show the key, whoever prints this object
+        return f"Provider(name={self.name!r}, kind={self.kind!r}, base_url={self.base_url!r})"
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig
+    providers: dict[str, Provider]
+    data_dir: Path
+    path: Path | None = None
+    sources: dict[str, str] = field(default_factory=dict)  # provider name -> env var that enabled it
+
+
+class ConfigError(Exception):
+    def __init__(self, file: str, key: str | None, message: str, hint: str | None = None) -> None:
+        self.file = file
+        self.key = key
+        self.message = message
+        self.hint = hint
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.key}: " if self.key else f"{self.file}: "
+        text = f"config error in {where}{self.message}"
+        return f"{text}\n  hint: {self.hint}" if self.hint else text
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def find_config_path(explicit: str | None) -> Path | None:
+    """--config, then $GATEWAY_CONFIG, then ./config.toml; None means the embedded defaults."""
+    for candidate, must_exist in ((explicit, True), (os.environ.get(CONFIG_ENV_VAR), True)):
+        if candidate:
+            path = Path(candidate).expanduser()
+            if must_exist and not path.is_file():
+                raise ConfigError(str(path), None, "file not found", "check the path given to --config "
+                                  f"or ${CONFIG_ENV_VAR}")
+            return path
+    local = Path("config.toml")
+    return local if local.is_file() else None
+
+
+def load_config(explicit: str | None = None) -> Config:
+    path = find_config_path(explicit)
+    if path is None:
+        return defaults_from_env()
+    return load_config_file(path)
+
+
+def load_config_file(path: Path) -> Config:
+    file = str(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, None, f"invalid TOML: {exc}", "fix the syntax at the line shown") from None
+    except OSError as exc:
+        raise ConfigError(file, None, f"cannot read file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(file, None, "the file is not valid UTF-8") from None
+    data = interpolate(raw, file)
+    try:
+        parsed = msgspec.convert(data, ConfigFile)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(file, str(exc)) from None
+    return build(parsed, file, base_dir=path.resolve().parent, path=path.resolve())
+
+
+def defaults_from_env() -> Config:
+    providers: dict[str, ProviderConfig] = {}
+    sources = {}
+    for name, env_vars in ENV_PROVIDERS:
+        for var in env_vars:
+            if os.environ.get(var):
+                providers[name] = ProviderConfig(api_key=os.environ[var])
+                sources[name] = f"${var}"
+                break
+    config = build(ConfigFile(providers=providers), "<embedded defaults>", base_dir=Path.cwd(), path=None)
+    config.sources.update(sources)
+    return config
+
+
+# ----------------------------------------------------------------------------------------- interpolation
+
+_VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate(value: Any, file: str, key: str = "") -> Any:
+    """Replace ${VAR} and ${VAR:-default} in every string; $$ is a literal $."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, file, f"{key}.{k}" if key else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, file, f"{key}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str) or "$" not in value:
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        found = os.environ.get(name)
+        if found is not None:
+            return found
+        if default is not None:
+            return default
+        raise ConfigError(
+            file, key, f"environment variable {name} is not set",
+            f"export {name}=..., or give a default: ${{{name}:-value}}",
+        )
+
+    return _VAR_RE.sub(replace, value)
+
+
+# ------------------------------------------------------------------------------------------- validation
+
+_MSGSPEC_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
+
+
+def _validation_error(file: str, text: str) -> ConfigError:
+    match = _MSGSPEC_AT.match(text)
+    message, path = (match.group("msg"), match.group("path") or "") if match else (text, "")
+    key = path.lstrip(".")
+    unknown = _UNKNOWN_FIELD.match(message)
+    if unknown:
+        name = unknown.group("field")
+        key = f"{key}.{name}" if key else name
+        return ConfigError(file, key, f"unknown key '{name}'", "check the spelling against config.example.toml")
+    return ConfigError(file, key or None, message, "see config.example.toml for the expected type")
+
+
+def _check_url(file: str, key: str, url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(file, key, f"invalid URL {url!r}", "use an http:// or https:// URL with a host")
+    return url.rstrip("/")
+
+
+def build(parsed: ConfigFile, file: str, *, base_dir: Path, path: Path | None) -> Config:
+    server = parsed.server
+    if not 0 < server.port < 65536:
+        raise ConfigError(file, "server.port", f"port {server.port} is out of range", "use 1-65535")
+    if server.workers < 1:
+        raise ConfigError(file, "server.workers", "must be at least 1")
+    if server.max_body_mb <= 0:
+        raise ConfigError(file, "server.max_body_mb", "must be positive")
+    providers: dict[str, Provider] = {}
+    seen_lower: dict[str, str] = {}
+    for name, spec in parsed.providers.items():
+        key = f"providers.{name}"
+        if not _NAME_RE.match(name):
+            raise ConfigError(file, key, f"invalid provider name {name!r}",
+                              "use letters, digits, '.', '_' or '-' (no '/': it separates provider/model)")
+        if name.lower() in seen_lower:
+            raise ConfigError(file, key, f"duplicate provider name (also '{seen_lower[name.lower()]}')",
+                              "provider names are case-insensitive; rename one")
+        seen_lower[name.lower()] = name
+        kind = spec.type or (WELL_KNOWN[name][0] if name in WELL_KNOWN else None)
+        if kind is None:
+            raise ConfigError(file, f"{key}.type", "missing provider type",
+                              'set type = "openai" (any OpenAI-compatible server), "anthropic" or "gemini"')
+        base_url = spec.base_url
+        if base_url is None:
+            if name not in WELL_KNOWN:
+                raise ConfigError(file, f"{key}.base_url", "missing base_url",
+                                  "give the server's URL, e.g. https://api.groq.com/openai/v1")
+            base_url = DEFAULT_BASE_URL_BY_KIND[kind]
+        base_url = _check_url(file, f"{key}.base_url", base_url)
+        if spec.timeout <= 0 or spec.connect_timeout <= 0:
+            raise ConfigError(file, f"{key}.timeout", "timeouts must be positive seconds")
+        models: tuple[str, ...] | None = None
+        if spec.models is not None:
+            dupes = {m for m in spec.models if spec.models.count(m) > 1}
+            if dupes:
+                raise ConfigError(file, f"{key}.models", f"duplicate model {sorted(dupes)[0]!r}")
+            if any(not m for m in spec.models):
+                raise ConfigError(file, f"{key}.models", "empty model name")
+            models = tuple(spec.models)
+        providers[name] = Provider(
+            name=name, kind=kind, base_url=base_url, api_key=spec.api_key, models=models,
+            connect_timeout=spec.connect_timeout, timeout=spec.timeout, headers=dict(spec.headers),
+        )
+    data_dir = Path(server.data_dir).expanduser()
+    if not data_dir.is_absolute():
+        data_dir = base_dir / data_dir
+    return Config(server=server, providers=providers, data_dir=data_dir, path=path)
+
+
+def with_overrides(config: Config, *, host: str | None = None, port: int | None = None,
+                   workers: int | None = None) -> Config:
+    """Apply CLI flags over the file."""
+    server = msgspec.structs.replace(
+        config.server,
+        host=host if host is not None else config.server.host,
+        port=port if port is not None else config.server.port,
+        workers=workers if workers is not None else config.server.workers,
+    )
+    return Config(server=server, providers=config.providers, data_dir=config.data_dir, path=config.path,
+                  sources=config.sources)

@@ -1,0 +1,61 @@
+"""What every provider adapter offers, and the small types they share.
+
+An adapter is a module (``providers/openai.py``, ``anthropic.py``, ``gemini.py``) with pure functions:
+``build_request`` turns the client's OpenAI-format call into an ``UpstreamRequest``; ``parse_response``
+and a stream translator turn the provider's answer back into OpenAI format; ``parse_error`` turns the
+provider's error body into a ``GatewayError``. Only ``upstream`` does I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Protocol
+
+import msgspec
+
+from gateway.chat import ChatCall
+from gateway.config import Provider
+from gateway.errors import GatewayError
+from gateway.sse import SSEEvent
+from gateway.upstream import UpstreamRequest
+from gateway.wire.openai import Usage
+
+
+class Target(msgspec.Struct, frozen=True, kw_only=True):
+    provider: Provider
+    model: str  # the name sent upstream
+    public_model: str  # the name the client sees in responses: provider/model
+
+
+class ResponseContext(msgspec.Struct, kw_only=True):
+    request_id: str
+    public_model: str
+    include_usage: bool = False
+    created: int = msgspec.field(default_factory=lambda: int(time.time()))
+
+    @property
+    def completion_id(self) -> str:
+        return "chatcmpl-" + self.request_id.removeprefix("req_")
+
+
+class StreamTranslator(Protocol):
+    usage: Usage | None
+
+    def feed(self, event: SSEEvent) -> list[bytes]:
+        """One parsed upstream event in, zero or more OpenAI SSE frames out."""
+
+    def close(self) -> list[bytes]:
+        """The upstream body ended cleanly: the frames that finish the client's stream."""
+
+
+class Adapter(Protocol):
+    def build_request(self, call: ChatCall, target: Target) -> UpstreamRequest: ...
+
+    def parse_response(self, body: bytes, ctx: ResponseContext) -> tuple[bytes, Usage | None]: ...
+
+    def stream_translator(self, ctx: ResponseContext) -> StreamTranslator: ...
+
+    def parse_error(
+        self, status: int, body: bytes, headers: Mapping[str, str], provider: str
+    ) -> GatewayError: ...

@@ -1,0 +1,115 @@
+"""OpenAI and every OpenAI-compatible server (Groq, Mistral, DeepSeek, OpenRouter, Together, Ollama, vLLM…).
+
+Same dialect as the client, so nothing is translated: the body goes upstream with only ``model``
+rewritten, and answers come back with only ``model`` rewritten to the name the client asked for.
+Provider extras (``reasoning_content`` deltas, ``prompt_filter_results``, ``x_groq``…) pass untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+
+from gateway.chat import ChatCall
+from gateway.errors import GatewayError, upstream_error
+from gateway.providers.base import ResponseContext, Target
+from gateway.sse import SSEEvent, encode_data
+from gateway.upstream import UpstreamRequest
+from gateway.wire.openai import RawObject, Usage, encoder, raw_object_decoder
+
+_usage_decoder = msgspec.json.Decoder(Usage | None)
+_JSON = {"content-type": "application/json"}
+
+
+def build_request(call: ChatCall, target: Target) -> UpstreamRequest:
+    return UpstreamRequest(
+        provider=target.provider,
+        url=f"{target.provider.base_url}/chat/completions",
+        body=call.body_with_model(target.model),
+        headers=_JSON,
+    )
+
+
+def _rewrite(raw: RawObject, public_model: str) -> Usage | None:
+    """Set ``model`` to the client's name in place; return the usage it carries, if any."""
+    if "model" in raw:
+        raw["model"] = msgspec.Raw(encoder.encode(public_model))
+    usage = raw.get("usage")
+    if usage is None:
+        return None
+    try:
+        return _usage_decoder.decode(usage)
+    except msgspec.ValidationError:
+        return None  # a compatible server with an odd usage shape: forwarded as-is, just not counted
+
+
+def parse_response(body: bytes, ctx: ResponseContext) -> tuple[bytes, Usage | None]:
+    try:
+        raw = raw_object_decoder.decode(body)
+    except msgspec.DecodeError:
+        return body, None  # not JSON: hand it on unchanged rather than lose it
+    usage = _rewrite(raw, ctx.public_model)
+    return encoder.encode(raw), usage
+
+
+class _PassThrough:
+    """Forwards each event, with ``model`` rewritten; remembers the usage chunk."""
+
+    __slots__ = ("ctx", "usage")
+
+    def __init__(self, ctx: ResponseContext) -> None:
+        self.ctx = ctx
+        self.usage: Usage | None = None
+
+    def feed(self, event: SSEEvent) -> list[bytes]:
+        data = event.data
+        if data == b"[DONE]":
+            return [encode_data(data)]
+        try:
+            raw = raw_object_decoder.decode(data)
+        except msgspec.DecodeError:
+            return [encode_data(data)]
+        usage = _rewrite(raw, self.ctx.public_model)
+        if usage is not None:
+            self.usage = usage
+        return [encode_data(encoder.encode(raw))]
+
+    def close(self) -> list[bytes]:
+        return []
+
+
+def stream_translator(ctx: ResponseContext) -> _PassThrough:
+    return _PassThrough(ctx)
+
+
+class _ErrorBody(msgspec.Struct):
+    message: str | None = None
+    type: str | None = None
+    param: str | None = None
+    code: str | int | None = None
+
+
+class _ErrorEnvelope(msgspec.Struct):
+    error: _ErrorBody | str | None = None
+    message: str | None = None  # vLLM and some others: {"object": "error", "message": ...}
+    detail: str | None = None  # FastAPI-based servers
+
+
+_error_decoder = msgspec.json.Decoder(_ErrorEnvelope)
+
+
+def parse_error(status: int, body: bytes, headers: Mapping[str, str], provider: str) -> GatewayError:
+    retry_after = headers.get("retry-after")
+    try:
+        envelope = _error_decoder.decode(body)
+    except msgspec.DecodeError:
+        text = body.decode("utf-8", "replace").strip()[:500] or f"HTTP {status} with an empty body"
+        return upstream_error(provider, status, text, retry_after=retry_after)
+    err = envelope.error
+    if isinstance(err, _ErrorBody):
+        code = None if err.code is None else str(err.code)
+        return upstream_error(provider, status, err.message or f"HTTP {status}", error_type=err.type,
+                              param=err.param, code=code, retry_after=retry_after)
+    message = err or envelope.message or envelope.detail or f"HTTP {status}"
+    return upstream_error(provider, status, message, retry_after=retry_after)

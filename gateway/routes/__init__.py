@@ -1,0 +1,1 @@
+"""HTTP routes: thin handlers that decode, call into the gateway and encode."""

@@ -1,0 +1,261 @@
+"""OpenAI Chat Completions wire types: the gateway's common language.
+
+Fields a client did not send stay ``UNSET`` so adapters can tell "absent" from "null". Request
+Structs ignore unknown keys (the OpenAI-compatible path forwards them untouched; translating
+adapters refuse them by name using ``unknown_fields``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+from msgspec import UNSET, Raw, UnsetType
+
+# ------------------------------------------------------------------------------------------- requests
+
+
+class ImageURL(msgspec.Struct, kw_only=True):
+    url: str
+    detail: str | UnsetType = UNSET
+
+
+class InputAudio(msgspec.Struct, kw_only=True):
+    data: str
+    format: str
+
+
+class FileData(msgspec.Struct, kw_only=True):
+    filename: str | UnsetType = UNSET
+    file_data: str | UnsetType = UNSET
+    file_id: str | UnsetType = UNSET
+
+
+class ContentPart(msgspec.Struct, kw_only=True):
+    # One Struct for every part type rather than a tagged union, so a part type this gateway does not
+    # know yet still reaches an OpenAI-compatible upstream (translating adapters refuse it by name).
+    type: str
+    text: str | UnsetType = UNSET
+    image_url: ImageURL | UnsetType = UNSET
+    input_audio: InputAudio | UnsetType = UNSET
+    file: FileData | UnsetType = UNSET
+    refusal: str | UnsetType = UNSET
+
+
+class FunctionCall(msgspec.Struct, kw_only=True):
+    name: str
+    arguments: str
+
+
+class ToolCall(msgspec.Struct, kw_only=True):
+    id: str
+    type: str = "function"
+    function: FunctionCall
+
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class Message(msgspec.Struct, kw_only=True):
+    role: Role
+    content: str | list[ContentPart] | None | UnsetType = UNSET
+    name: str | UnsetType = UNSET
+    tool_calls: list[ToolCall] | None | UnsetType = UNSET
+    tool_call_id: str | UnsetType = UNSET
+    refusal: str | None | UnsetType = UNSET
+    # Reasoning echoed back by clients (the gateway returns it under these names; see docs/translation.md).
+    reasoning: str | None | UnsetType = UNSET
+    reasoning_content: str | None | UnsetType = UNSET
+    reasoning_details: list[dict[str, Any]] | None | UnsetType = UNSET
+
+
+class FunctionDef(msgspec.Struct, kw_only=True):
+    name: str
+    description: str | UnsetType = UNSET
+    parameters: dict[str, Any] | UnsetType = UNSET
+    strict: bool | None | UnsetType = UNSET
+
+
+class Tool(msgspec.Struct, kw_only=True):
+    type: str
+    function: FunctionDef
+
+
+class NamedFunction(msgspec.Struct, kw_only=True):
+    name: str
+
+
+class NamedToolChoice(msgspec.Struct, kw_only=True):
+    type: str
+    function: NamedFunction
+
+
+class JsonSchemaFormat(msgspec.Struct, kw_only=True):
+    name: str
+    description: str | UnsetType = UNSET
+    schema: dict[str, Any] | UnsetType = UNSET
+    strict: bool | None | UnsetType = UNSET
+
+
+class ResponseFormat(msgspec.Struct, kw_only=True):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | UnsetType = UNSET
+
+
+class StreamOptions(msgspec.Struct, kw_only=True):
+    include_usage: bool | None | UnsetType = UNSET
+    include_obfuscation: bool | None | UnsetType = UNSET
+
+
+class ChatRequest(msgspec.Struct, kw_only=True):
+    model: str
+    messages: list[Message]
+    stream: bool | None | UnsetType = UNSET
+    stream_options: StreamOptions | None | UnsetType = UNSET
+    max_tokens: int | None | UnsetType = UNSET
+    max_completion_tokens: int | None | UnsetType = UNSET
+    temperature: float | None | UnsetType = UNSET
+    top_p: float | None | UnsetType = UNSET
+    n: int | None | UnsetType = UNSET
+    stop: str | list[str] | None | UnsetType = UNSET
+    seed: int | None | UnsetType = UNSET
+    user: str | None | UnsetType = UNSET
+    presence_penalty: float | None | UnsetType = UNSET
+    frequency_penalty: float | None | UnsetType = UNSET
+    logit_bias: dict[str, float] | None | UnsetType = UNSET
+    logprobs: bool | None | UnsetType = UNSET
+    top_logprobs: int | None | UnsetType = UNSET
+    tools: list[Tool] | None | UnsetType = UNSET
+    tool_choice: str | NamedToolChoice | None | UnsetType = UNSET
+    parallel_tool_calls: bool | None | UnsetType = UNSET
+    response_format: ResponseFormat | None | UnsetType = UNSET
+    reasoning_effort: str | None | UnsetType = UNSET
+    modalities: list[str] | None | UnsetType = UNSET
+    metadata: dict[str, Any] | None | UnsetType = UNSET
+    service_tier: str | None | UnsetType = UNSET
+    store: bool | None | UnsetType = UNSET
+
+
+CHAT_REQUEST_FIELDS = frozenset(ChatRequest.__struct_fields__)
+
+# -------------------------------------------------------------------------------------------- responses
+
+
+class ResponseFunctionCall(msgspec.Struct, kw_only=True):
+    name: str
+    arguments: str
+
+
+class ResponseToolCall(msgspec.Struct, kw_only=True):
+    id: str
+    type: str = "function"
+    function: ResponseFunctionCall
+
+
+class ResponseMessage(msgspec.Struct, kw_only=True):
+    role: str = "assistant"
+    content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[ResponseToolCall] | UnsetType = UNSET
+    reasoning: str | UnsetType = UNSET
+    reasoning_content: str | UnsetType = UNSET
+    reasoning_details: list[dict[str, Any]] | UnsetType = UNSET
+    images: list[dict[str, Any]] | UnsetType = UNSET
+
+
+class Choice(msgspec.Struct, kw_only=True):
+    index: int
+    message: ResponseMessage
+    finish_reason: str | None
+    logprobs: None = None
+
+
+class PromptTokensDetails(msgspec.Struct, kw_only=True):
+    cached_tokens: int = 0
+    cache_write_tokens: int | UnsetType = UNSET
+
+
+class CompletionTokensDetails(msgspec.Struct, kw_only=True):
+    reasoning_tokens: int = 0
+
+
+class Usage(msgspec.Struct, kw_only=True):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | UnsetType = UNSET
+    completion_tokens_details: CompletionTokensDetails | UnsetType = UNSET
+    reasoning_tokens: int | UnsetType = UNSET
+
+
+class ChatCompletion(msgspec.Struct, kw_only=True):
+    id: str
+    object: str = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage | UnsetType = UNSET
+    system_fingerprint: str | UnsetType = UNSET
+
+
+class DeltaFunction(msgspec.Struct, kw_only=True, omit_defaults=True):
+    name: str | UnsetType = UNSET
+    arguments: str | UnsetType = UNSET
+
+
+class DeltaToolCall(msgspec.Struct, kw_only=True, omit_defaults=True):
+    index: int
+    id: str | UnsetType = UNSET
+    type: str | UnsetType = UNSET
+    function: DeltaFunction | UnsetType = UNSET
+
+
+class Delta(msgspec.Struct, kw_only=True, omit_defaults=True):
+    role: str | UnsetType = UNSET
+    content: str | None | UnsetType = UNSET
+    refusal: str | None | UnsetType = UNSET
+    tool_calls: list[DeltaToolCall] | UnsetType = UNSET
+    reasoning: str | UnsetType = UNSET
+    reasoning_content: str | UnsetType = UNSET
+    reasoning_details: list[dict[str, Any]] | UnsetType = UNSET
+    images: list[dict[str, Any]] | UnsetType = UNSET
+
+
+class ChunkChoice(msgspec.Struct, kw_only=True):
+    index: int
+    delta: Delta
+    finish_reason: str | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(msgspec.Struct, kw_only=True):
+    id: str
+    object: str = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None | UnsetType = UNSET
+    metadata: dict[str, Any] | UnsetType = UNSET
+
+
+# ----------------------------------------------------------------------------------------------- models
+
+
+class ModelCard(msgspec.Struct, kw_only=True):
+    id: str
+    object: str = "model"
+    created: int = 0
+    owned_by: str
+
+
+class ModelList(msgspec.Struct, kw_only=True):
+    object: str = "list"
+    data: list[ModelCard]
+
+
+# ------------------------------------------------------------------------------------------ decoding
+
+RawObject = dict[str, Raw]
+raw_object_decoder = msgspec.json.Decoder(RawObject)
+chat_request_decoder = msgspec.json.Decoder(ChatRequest)
+encoder = msgspec.json.Encoder()
