@@ -67,6 +67,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from granian import Granian
     from granian.constants import Interfaces
+    from granian.log import LogLevels
 
     from gateway.logs import setup_logging
 
@@ -83,7 +84,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"  providers: {providers or 'none configured'}", file=sys.stderr, flush=True)
     Granian(
         "gateway.app:serve_app", address=host, port=port, interface=Interfaces.ASGI,
-        workers=config.server.workers, factory=True, log_level="warning", log_access=False,
+        workers=config.server.workers, factory=True, log_level=LogLevels.warning, log_access=False,
     ).serve()
     return 0
 

@@ -7,13 +7,12 @@ import os
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.config import CONFIG_ENV_VAR, Config, load_config
 from gateway.errors import (
@@ -31,6 +30,13 @@ from gateway.upstream import Upstream
 log = logging.getLogger("gateway")
 access_log = logging.getLogger("gateway.access")
 
+# Plain ASGI types: the middleware wraps the whole Litestar app, lifespan included.
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -38,8 +44,9 @@ class RequestContext:
     """ASGI middleware: gives every request an id (or keeps a sane incoming ``x-request-id``), echoes
     it as ``x-gateway-request-id`` on every answer (404s included) and logs one line per request."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, state: GatewayState) -> None:
         self.app = app
+        self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -54,7 +61,7 @@ class RequestContext:
                 break
         if not rid:
             rid = "req_" + secrets.token_hex(12)
-        scope.setdefault("state", {})["request_id"] = rid  # type: ignore[typeddict-unknown-key]
+        scope.setdefault("state", {})["request_id"] = rid
         started = time.perf_counter()
         status = 0
         rid_header = (b"x-gateway-request-id", rid.encode())
@@ -63,7 +70,7 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), rid_header]  # type: ignore[typeddict-unknown-key]
+                message["headers"] = [*message.get("headers", ()), rid_header]
             await send(message)
 
         try:
@@ -98,7 +105,7 @@ def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Respon
     return _render(GatewayError("The gateway hit an internal error; it has been logged."))
 
 
-def create_app(config: Config, *, store: Store | None = None, upstream: Upstream | None = None) -> ASGIApp:
+def create_app(config: Config, *, store: Store | None = None, upstream: Upstream | None = None) -> RequestContext:
     state = GatewayState(config, store=store, upstream=upstream)
 
     @asynccontextmanager
@@ -122,12 +129,11 @@ def create_app(config: Config, *, store: Store | None = None, upstream: Upstream
         logging_config=None,
     )
     app.state.gateway = state
-    wrapped = RequestContext(app)
-    wrapped.state = state  # type: ignore[attr-defined]  # for tests and the CLI
-    return wrapped
+    asgi: ASGIApp = app  # type: ignore[assignment]  # Litestar's own ASGI types are narrower TypedDicts
+    return RequestContext(asgi, state)
 
 
-def serve_app() -> ASGIApp:
+def serve_app() -> RequestContext:
     """granian's factory in each worker process: the config arrives by path, through the environment."""
     from gateway.logs import setup_logging
 

@@ -12,7 +12,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
@@ -38,6 +38,7 @@ ENV_PROVIDERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 CONFIG_ENV_VAR = "GATEWAY_CONFIG"
+_T = TypeVar("_T")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -64,6 +65,9 @@ class ConfigFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     providers: dict[str, ProviderConfig] = {}
+
+
+_NAMED_TABLES: dict[str, type[msgspec.Struct]] = {"providers": ProviderConfig}
 
 
 class Provider(msgspec.Struct, frozen=True, kw_only=True):
@@ -135,14 +139,18 @@ def load_config_file(path: Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, None, f"invalid TOML: {exc}", "fix the syntax at the line shown") from None
     except OSError as exc:
-        raise ConfigError(file, None, f"cannot read file: {exc.strerror}") from None
+        raise ConfigError(file, None, f"cannot read file: {exc.strerror}", "check its permissions") from None
     except UnicodeDecodeError:
-        raise ConfigError(file, None, "the file is not valid UTF-8") from None
+        raise ConfigError(file, None, "the file is not valid UTF-8", "save it as UTF-8") from None
     data = interpolate(raw, file)
-    try:
-        parsed = msgspec.convert(data, ConfigFile)
-    except msgspec.ValidationError as exc:
-        raise _validation_error(file, str(exc)) from None
+    # msgspec shows a dict member as "[...]" in error paths; checking each named table first lets
+    # the error name it (providers.groq.api_kye rather than providers[...].api_kye).
+    for table, schema in _NAMED_TABLES.items():
+        members = data.get(table)
+        if isinstance(members, dict):
+            for name, member in members.items():
+                _convert(member, schema, file, f"{table}.{name}")
+    parsed = _convert(data, ConfigFile, file, "")
     return build(parsed, file, base_dir=path.resolve().parent, path=path.resolve())
 
 
@@ -197,10 +205,17 @@ _MSGSPEC_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
 
 
-def _validation_error(file: str, text: str) -> ConfigError:
+def _convert(data: Any, schema: type[_T], file: str, prefix: str) -> _T:
+    try:
+        return msgspec.convert(data, schema)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(file, str(exc), prefix) from None
+
+
+def _validation_error(file: str, text: str, prefix: str) -> ConfigError:
     match = _MSGSPEC_AT.match(text)
     message, path = (match.group("msg"), match.group("path") or "") if match else (text, "")
-    key = path.lstrip(".")
+    key = ".".join(part for part in (prefix, path.lstrip(".")) if part)
     unknown = _UNKNOWN_FIELD.match(message)
     if unknown:
         name = unknown.group("field")
@@ -221,9 +236,9 @@ def build(parsed: ConfigFile, file: str, *, base_dir: Path, path: Path | None) -
     if not 0 < server.port < 65536:
         raise ConfigError(file, "server.port", f"port {server.port} is out of range", "use 1-65535")
     if server.workers < 1:
-        raise ConfigError(file, "server.workers", "must be at least 1")
+        raise ConfigError(file, "server.workers", "must be at least 1", "one worker is the default")
     if server.max_body_mb <= 0:
-        raise ConfigError(file, "server.max_body_mb", "must be positive")
+        raise ConfigError(file, "server.max_body_mb", "must be positive", "the default is 32")
     providers: dict[str, Provider] = {}
     seen_lower: dict[str, str] = {}
     for name, spec in parsed.providers.items():
@@ -247,14 +262,16 @@ def build(parsed: ConfigFile, file: str, *, base_dir: Path, path: Path | None) -
             base_url = DEFAULT_BASE_URL_BY_KIND[kind]
         base_url = _check_url(file, f"{key}.base_url", base_url)
         if spec.timeout <= 0 or spec.connect_timeout <= 0:
-            raise ConfigError(file, f"{key}.timeout", "timeouts must be positive seconds")
+            raise ConfigError(file, f"{key}.timeout", "timeouts must be positive seconds",
+                              "defaults: connect_timeout = 10, timeout = 600")
         models: tuple[str, ...] | None = None
         if spec.models is not None:
             dupes = {m for m in spec.models if spec.models.count(m) > 1}
             if dupes:
-                raise ConfigError(file, f"{key}.models", f"duplicate model {sorted(dupes)[0]!r}")
+                raise ConfigError(file, f"{key}.models", f"duplicate model {sorted(dupes)[0]!r}",
+                                  "list each model once")
             if any(not m for m in spec.models):
-                raise ConfigError(file, f"{key}.models", "empty model name")
+                raise ConfigError(file, f"{key}.models", "empty model name", "remove the empty string")
             models = tuple(spec.models)
         providers[name] = Provider(
             name=name, kind=kind, base_url=base_url, api_key=spec.api_key, models=models,

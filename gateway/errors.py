@@ -142,7 +142,7 @@ class UpstreamError(GatewayError):
     """An error answer from a provider, kept with its status, type, code and message."""
 
     type = "upstream_error"
-    default_code = None
+    default_code: ClassVar[str | None] = None
 
     def __init__(
         self,

@@ -146,7 +146,7 @@ def _statements(sql: str) -> list[str]:
 def _key_row(row: aiosqlite.Row | tuple[object, ...]) -> KeyRow:
     id_, name, prefix, hash_, created, last_used, revoked = tuple(row)
     return KeyRow(
-        id=str(id_), name=str(name), prefix=str(prefix), hash=str(hash_), created_at=float(created),  # type: ignore[arg-type]
-        last_used_at=None if last_used is None else float(last_used),  # type: ignore[arg-type]
-        revoked_at=None if revoked is None else float(revoked),  # type: ignore[arg-type]
+        id=str(id_), name=str(name), prefix=str(prefix), hash=str(hash_), created_at=float(created),
+        last_used_at=None if last_used is None else float(last_used),
+        revoked_at=None if revoked is None else float(revoked),
     )

@@ -18,7 +18,7 @@ from gateway.sse import SSEEvent, encode_data
 from gateway.upstream import UpstreamRequest
 from gateway.wire.openai import RawObject, Usage, encoder, raw_object_decoder
 
-_usage_decoder = msgspec.json.Decoder(Usage | None)
+_usage_decoder: msgspec.json.Decoder[Usage | None] = msgspec.json.Decoder(Usage | None)
 _JSON = {"content-type": "application/json"}
 
 

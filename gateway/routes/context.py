@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Request
 
 from gateway.state import GatewayState
 
 
-def gateway_state(request: Request[None, None, None]) -> GatewayState:
+def gateway_state(request: Request[Any, Any, Any]) -> GatewayState:
     state: GatewayState = request.app.state.gateway
     return state
 
 
-def request_id(request: Request[None, None, None]) -> str:
+def request_id(request: Request[Any, Any, Any]) -> str:
     rid: str = request.scope["state"]["request_id"]
     return rid

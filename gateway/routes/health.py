@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Request, Response, get
 
 from gateway.routes.context import gateway_state
@@ -13,7 +15,7 @@ async def healthz() -> Response[bytes]:
 
 
 @get("/readyz")
-async def readyz(request: Request[None, None, None]) -> Response[bytes]:
+async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
     state = gateway_state(request)
     if not state.ready:
         return Response(b'{"status":"starting"}', media_type="application/json", status_code=503)

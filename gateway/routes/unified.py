@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Request, Response, get, post
 from litestar.response import Stream
 
@@ -14,7 +16,7 @@ JSON = "application/json"
 
 
 @post("/v1/chat/completions", status_code=200)
-async def chat_completions(request: Request[None, None, None]) -> Response[bytes] | Stream:
+async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
     state = gateway_state(request)
     state.keys.authenticate(request.headers.get("authorization"))
     call = parse_chat(await request.body())
@@ -28,7 +30,7 @@ async def chat_completions(request: Request[None, None, None]) -> Response[bytes
 
 
 @get("/v1/models")
-async def list_models(request: Request[None, None, None]) -> Response[bytes]:
+async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
     state = gateway_state(request)
     state.keys.authenticate(request.headers.get("authorization"))
     cards = [

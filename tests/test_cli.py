@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import hashlib
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway import __version__
+from tests.conftest import RunningGateway, gateway_env, run_cli, wait_ready
+from tests.fakes import FakeUpstream, free_port
+
+USER = [{"role": "user", "content": "Hello"}]
+
+
+def config_in(tmp_path: Path) -> str:
+    path = tmp_path / "config.toml"
+    path.write_text('[server]\ndata_dir = "./state"\n')
+    return str(path)
+
+
+def test_version_and_help() -> None:
+    assert run_cli("--version").stdout.strip() == f"gateway {__version__}"
+    help_text = run_cli("--help").stdout
+    for command in ("serve", "check-config", "keys"):
+        assert re.search(rf"^\s+{command}\b", help_text, re.M), command
+    for args in (["serve", "--help"], ["keys", "create", "--help"], ["keys", "revoke", "--help"]):
+        result = run_cli(*args)
+        assert result.returncode == 0 and "usage: gateway" in result.stdout
+
+
+def test_keys_create_list_revoke(tmp_path: Path) -> None:
+    config = config_in(tmp_path)
+    created = run_cli("keys", "create", "--name", "alice", "--config", config)
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.strip()
+    # The secret alone on stdout, so scripts can capture it.
+    assert created.stdout == secret + "\n"
+    assert re.fullmatch(r"sk-proxy-[A-Za-z0-9_-]{32,}", secret)
+    # Stored only as its SHA-256: the secret's bytes are nowhere in the database files.
+    db = tmp_path / "state" / "gateway.db"
+    for path in db.parent.iterdir():
+        assert secret.encode() not in path.read_bytes()
+    with sqlite3.connect(db) as conn:
+        (stored,) = conn.execute("SELECT hash FROM keys WHERE name = 'alice'").fetchone()
+    assert stored == hashlib.sha256(secret.encode()).hexdigest()
+
+    duplicate = run_cli("keys", "create", "--name", "alice", "--config", config)
+    assert duplicate.returncode == 1 and "already exists" in duplicate.stderr and duplicate.stdout == ""
+
+    listed = run_cli("keys", "list", "--config", config).stdout
+    assert "alice" in listed and secret[:13] in listed and secret not in listed
+    assert listed.splitlines()[0].split()[:3] == ["NAME", "ID", "PREFIX"]
+    key_id = re.search(r"key_[0-9a-f]+", listed)
+    assert key_id is not None
+
+    revoked = run_cli("keys", "revoke", key_id.group(0), "--config", config)
+    assert revoked.returncode == 0 and "revoked alice" in revoked.stderr
+    row = [line for line in run_cli("keys", "list", "--config", config).stdout.splitlines() if "alice" in line]
+    assert row and not row[0].rstrip().endswith("-")  # the revoked column is filled
+    assert run_cli("keys", "revoke", "nobody", "--config", config).returncode == 1
+
+
+def test_running_server_sees_new_and_revoked_keys_within_a_second(gateway: RunningGateway,
+                                                                 fake: FakeUpstream) -> None:
+    secret = gateway.cli("keys", "create", "--name", "live-key").stdout.strip()
+    url = f"{gateway.base}/v1/chat/completions"
+    body = {"model": "fake/gpt-4o", "messages": USER}
+
+    def status_within(expected: int, seconds: float) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            if httpx.post(url, json=body, headers={"authorization": f"Bearer {secret}"}).status_code == expected:
+                return time.monotonic() - started
+            time.sleep(0.05)
+        raise AssertionError(f"no {expected} within {seconds}s")
+
+    assert status_within(200, 1.0) < 1.0
+    assert gateway.cli("keys", "revoke", "live-key").returncode == 0
+    assert status_within(401, 1.0) < 1.0
+
+
+def test_last_used_is_written_behind(gateway: RunningGateway, fake: FakeUpstream) -> None:
+    httpx.post(f"{gateway.base}/v1/chat/completions", json={"model": "fake/gpt-4o", "messages": USER},
+               headers={"authorization": f"Bearer {gateway.key}"})
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:
+        line = next(x for x in gateway.cli("keys", "list").stdout.splitlines() if x.startswith("tests "))
+        if len(re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", line)) == 2:
+            return
+        time.sleep(0.5)
+    raise AssertionError("last used time never written")
+
+
+@pytest.mark.slow
+def test_serve_starts_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    config = config_in(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", config, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=gateway_env())
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        # With no provider configured, a chat request says how to add one.
+        secret = run_cli("keys", "create", "--name", "k", "--config", config).stdout.strip()
+        time.sleep(1.0)  # the server picks up new keys within a second
+        response = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions",
+                              json={"model": "openai/gpt-4o", "messages": USER},
+                              headers={"authorization": f"Bearer {secret}"})
+        assert response.status_code == 503 and "[providers.NAME]" in response.json()["error"]["message"]
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        proc.wait(5)
+        assert time.monotonic() - started < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    _, stderr = proc.communicate()
+    text = stderr.decode()
+    assert f"listening on http://127.0.0.1:{port}" in text
+    assert "Traceback" not in text

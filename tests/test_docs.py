@@ -1,0 +1,55 @@
+"""The README, config.example.toml and .ci/run must stay true to the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import msgspec
+
+from gateway.__main__ import _parser
+from gateway.config import ProviderConfig, ServerConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def shell_blocks(text: str) -> list[str]:
+    return [block.strip() for block in re.findall(r"```sh\n(.*?)```", text, re.S)]
+
+
+def test_readme_opens_with_the_two_setup_commands_and_ci_runs_the_second() -> None:
+    first, second = shell_blocks(README)[:2]
+    assert "pip install ." in first and "gateway serve" in first
+    assert "pytest" in second and ".[test]" in second
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert second in ci.splitlines()
+
+
+def _fields(struct: type[msgspec.Struct]) -> tuple[str, ...]:
+    return struct.__struct_fields__
+
+
+def test_readme_config_table_lists_every_option() -> None:
+    keys = set(re.findall(r"^\| `([a-z_.A-Z]+)` \|", README, re.M))
+    expected = {f"server.{f}" for f in _fields(ServerConfig)} | {f"providers.NAME.{f}" for f in _fields(ProviderConfig)}
+    assert keys == expected
+
+
+def test_readme_cli_table_lists_every_command_and_flag() -> None:
+    parser = _parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    for name, sub in commands.items():
+        if name == "keys":
+            actions = sub._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+            for action, action_parser in actions.items():
+                assert f"`gateway keys {action}" in README
+                for option in action_parser._option_string_actions:
+                    if option.startswith("--") and option != "--help":
+                        assert option in README, (action, option)
+            continue
+        assert f"`gateway {name}" in README, name
+        for option in sub._option_string_actions:
+            if option.startswith("--") and option != "--help":
+                row = next(line for line in README.splitlines() if line.startswith(f"| `gateway {name}"))
+                assert option in row, (name, option)
