@@ -58,22 +58,22 @@ Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 class Message(msgspec.Struct, kw_only=True):
     role: Role
-    content: str | list[ContentPart] | None | UnsetType = UNSET
+    content: str | list[ContentPart] | UnsetType | None = UNSET
     name: str | UnsetType = UNSET
-    tool_calls: list[ToolCall] | None | UnsetType = UNSET
+    tool_calls: list[ToolCall] | UnsetType | None = UNSET
     tool_call_id: str | UnsetType = UNSET
-    refusal: str | None | UnsetType = UNSET
+    refusal: str | UnsetType | None = UNSET
     # Reasoning echoed back by clients (the gateway returns it under these names; see docs/translation.md).
-    reasoning: str | None | UnsetType = UNSET
-    reasoning_content: str | None | UnsetType = UNSET
-    reasoning_details: list[dict[str, Any]] | None | UnsetType = UNSET
+    reasoning: str | UnsetType | None = UNSET
+    reasoning_content: str | UnsetType | None = UNSET
+    reasoning_details: list[dict[str, Any]] | UnsetType | None = UNSET
 
 
 class FunctionDef(msgspec.Struct, kw_only=True):
     name: str
     description: str | UnsetType = UNSET
     parameters: dict[str, Any] | UnsetType = UNSET
-    strict: bool | None | UnsetType = UNSET
+    strict: bool | UnsetType | None = UNSET
 
 
 class Tool(msgspec.Struct, kw_only=True):
@@ -94,7 +94,7 @@ class JsonSchemaFormat(msgspec.Struct, kw_only=True):
     name: str
     description: str | UnsetType = UNSET
     schema: dict[str, Any] | UnsetType = UNSET
-    strict: bool | None | UnsetType = UNSET
+    strict: bool | UnsetType | None = UNSET
 
 
 class ResponseFormat(msgspec.Struct, kw_only=True):
@@ -103,37 +103,37 @@ class ResponseFormat(msgspec.Struct, kw_only=True):
 
 
 class StreamOptions(msgspec.Struct, kw_only=True):
-    include_usage: bool | None | UnsetType = UNSET
-    include_obfuscation: bool | None | UnsetType = UNSET
+    include_usage: bool | UnsetType | None = UNSET
+    include_obfuscation: bool | UnsetType | None = UNSET
 
 
 class ChatRequest(msgspec.Struct, kw_only=True):
     model: str
     messages: list[Message]
-    stream: bool | None | UnsetType = UNSET
-    stream_options: StreamOptions | None | UnsetType = UNSET
-    max_tokens: int | None | UnsetType = UNSET
-    max_completion_tokens: int | None | UnsetType = UNSET
-    temperature: float | None | UnsetType = UNSET
-    top_p: float | None | UnsetType = UNSET
-    n: int | None | UnsetType = UNSET
-    stop: str | list[str] | None | UnsetType = UNSET
-    seed: int | None | UnsetType = UNSET
-    user: str | None | UnsetType = UNSET
-    presence_penalty: float | None | UnsetType = UNSET
-    frequency_penalty: float | None | UnsetType = UNSET
-    logit_bias: dict[str, float] | None | UnsetType = UNSET
-    logprobs: bool | None | UnsetType = UNSET
-    top_logprobs: int | None | UnsetType = UNSET
-    tools: list[Tool] | None | UnsetType = UNSET
-    tool_choice: str | NamedToolChoice | None | UnsetType = UNSET
-    parallel_tool_calls: bool | None | UnsetType = UNSET
-    response_format: ResponseFormat | None | UnsetType = UNSET
-    reasoning_effort: str | None | UnsetType = UNSET
-    modalities: list[str] | None | UnsetType = UNSET
-    metadata: dict[str, Any] | None | UnsetType = UNSET
-    service_tier: str | None | UnsetType = UNSET
-    store: bool | None | UnsetType = UNSET
+    stream: bool | UnsetType | None = UNSET
+    stream_options: StreamOptions | UnsetType | None = UNSET
+    max_tokens: int | UnsetType | None = UNSET
+    max_completion_tokens: int | UnsetType | None = UNSET
+    temperature: float | UnsetType | None = UNSET
+    top_p: float | UnsetType | None = UNSET
+    n: int | UnsetType | None = UNSET
+    stop: str | list[str] | UnsetType | None = UNSET
+    seed: int | UnsetType | None = UNSET
+    user: str | UnsetType | None = UNSET
+    presence_penalty: float | UnsetType | None = UNSET
+    frequency_penalty: float | UnsetType | None = UNSET
+    logit_bias: dict[str, float] | UnsetType | None = UNSET
+    logprobs: bool | UnsetType | None = UNSET
+    top_logprobs: int | UnsetType | None = UNSET
+    tools: list[Tool] | UnsetType | None = UNSET
+    tool_choice: str | NamedToolChoice | UnsetType | None = UNSET
+    parallel_tool_calls: bool | UnsetType | None = UNSET
+    response_format: ResponseFormat | UnsetType | None = UNSET
+    reasoning_effort: str | UnsetType | None = UNSET
+    modalities: list[str] | UnsetType | None = UNSET
+    metadata: dict[str, Any] | UnsetType | None = UNSET
+    service_tier: str | UnsetType | None = UNSET
+    store: bool | UnsetType | None = UNSET
 
 
 CHAT_REQUEST_FIELDS = frozenset(ChatRequest.__struct_fields__)
@@ -212,8 +212,8 @@ class DeltaToolCall(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 class Delta(msgspec.Struct, kw_only=True, omit_defaults=True):
     role: str | UnsetType = UNSET
-    content: str | None | UnsetType = UNSET
-    refusal: str | None | UnsetType = UNSET
+    content: str | UnsetType | None = UNSET
+    refusal: str | UnsetType | None = UNSET
     tool_calls: list[DeltaToolCall] | UnsetType = UNSET
     reasoning: str | UnsetType = UNSET
     reasoning_content: str | UnsetType = UNSET
@@ -234,7 +234,7 @@ class ChatCompletionChunk(msgspec.Struct, kw_only=True):
     created: int
     model: str
     choices: list[ChunkChoice]
-    usage: Usage | None | UnsetType = UNSET
+    usage: Usage | UnsetType | None = UNSET
     metadata: dict[str, Any] | UnsetType = UNSET
 
 
