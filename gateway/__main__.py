@@ -65,11 +65,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from granian import Granian
-    from granian.constants import Interfaces
-    from granian.log import LogLevels
-
     from gateway.logs import setup_logging
+    from gateway.server import run
 
     setup_logging()
     config = with_overrides(_load(args.config), host=args.host, port=args.port, workers=args.workers)
@@ -82,10 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"gateway {__version__} listening on http://{shown_host}:{port}", file=sys.stderr)
     print(f"  config: {config.path or 'built-in defaults'}; data: {config.data_dir}", file=sys.stderr)
     print(f"  providers: {providers or 'none configured'}", file=sys.stderr, flush=True)
-    Granian(
-        "gateway.app:serve_app", address=host, port=port, interface=Interfaces.ASGI,
-        workers=config.server.workers, factory=True, log_level=LogLevels.warning, log_access=False,
-    ).serve()
+    run(host, port, config.server.workers)
     return 0
 
 

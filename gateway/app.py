@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -105,8 +106,16 @@ def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Respon
     return _render(GatewayError("The gateway hit an internal error; it has been logged."))
 
 
-def create_app(config: Config, *, store: Store | None = None, upstream: Upstream | None = None) -> RequestContext:
-    state = GatewayState(config, store=store, upstream=upstream)
+def create_app(
+    config: Config,
+    *,
+    store: Store | None = None,
+    upstream: Upstream | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> RequestContext:
+    """The gateway as an ASGI app. Tests pass their own store, clock and sleep; the server passes none."""
+    state = GatewayState(config, store=store, upstream=upstream, clock=clock, sleep=sleep)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:

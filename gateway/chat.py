@@ -13,6 +13,7 @@ import msgspec
 from gateway.errors import InvalidRequest
 from gateway.wire.openai import (
     CHAT_REQUEST_FIELDS,
+    GATEWAY_FIELDS,
     ChatRequest,
     RawObject,
     chat_request_decoder,
@@ -49,7 +50,7 @@ class ChatCall:
 
     def body_with_model(self, model: str) -> bytes:
         """The client's body with only ``model`` replaced; other members are re-emitted byte for byte."""
-        raw = dict(self.raw)
+        raw = {name: value for name, value in self.raw.items() if name not in GATEWAY_FIELDS}
         raw["model"] = msgspec.Raw(encoder.encode(model))
         return encoder.encode(raw)
 

@@ -7,6 +7,7 @@ use it, so they report the same errors.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -60,14 +61,67 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     headers: dict[str, str] = {}
 
 
+class RoutingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    retries: int = 2
+    backoff_initial_ms: float = 200.0
+    backoff_max_ms: float = 4000.0
+    retry_after_max_s: float = 10.0
+    circuit_failures: int = 5
+    circuit_error_rate: float = 0.5
+    circuit_window_s: float = 60.0
+    circuit_min_requests: int = 10
+    circuit_cooldown_s: float = 30.0
+    require_project: bool = False
+    reload_interval_s: float = 1.0
+
+
+Strategy = Literal["fallback", "round-robin", "weighted", "lowest-latency"]
+
+
+class RouteConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    targets: list[str]
+    strategy: Strategy = "fallback"
+    weights: list[float] | None = None
+
+
+class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A model added to the catalog, or catalog fields overridden, for one provider."""
+
+    name: str
+    provider: str
+    upstream_name: str | None = None
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+    capabilities: CapabilitiesConfig | None = None
+    pricing: PricingConfig | None = None
+
+
+class CapabilitiesConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    tools: bool | None = None
+    json: bool | None = None
+    vision: bool | None = None
+    reasoning: Literal["none", "low", "medium", "high"] | None = None
+    image_output: bool | None = None
+
+
+class PricingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    input: float | None = None
+    output: float | None = None
+    cached_input: float | None = None
+    cache_write: float | None = None
+
+
 class ConfigFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The TOML document as written by the user."""
 
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     providers: dict[str, ProviderConfig] = {}
+    routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
+    routes: dict[str, RouteConfig] = {}
+    models: list[ModelConfig] = []
 
 
-_NAMED_TABLES: dict[str, type[msgspec.Struct]] = {"providers": ProviderConfig}
+_NAMED_TABLES: dict[str, type[msgspec.Struct]] = {"providers": ProviderConfig, "routes": RouteConfig}
 
 
 class Provider(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,6 +146,9 @@ class Config:
     providers: dict[str, Provider]
     data_dir: Path
     path: Path | None = None
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    routes: dict[str, RouteConfig] = field(default_factory=dict)
+    models: list[ModelConfig] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # provider name -> env var that enabled it
 
 
@@ -277,10 +334,70 @@ def build(parsed: ConfigFile, file: str, *, base_dir: Path, path: Path | None) -
             name=name, kind=kind, base_url=base_url, api_key=spec.api_key, models=models,
             connect_timeout=spec.connect_timeout, timeout=spec.timeout, headers=dict(spec.headers),
         )
+    _check_routing(file, parsed.routing)
+    _check_routes(file, parsed.routes, providers)
+    _check_models(file, parsed.models, providers)
     data_dir = Path(server.data_dir).expanduser()
     if not data_dir.is_absolute():
         data_dir = base_dir / data_dir
-    return Config(server=server, providers=providers, data_dir=data_dir, path=path)
+    return Config(server=server, providers=providers, data_dir=data_dir, path=path, routing=parsed.routing,
+                  routes=parsed.routes, models=parsed.models)
+
+
+def _check_routing(file: str, routing: RoutingConfig) -> None:
+    for name in ("retries", "circuit_failures", "circuit_min_requests"):
+        if getattr(routing, name) < 0:
+            raise ConfigError(file, f"routing.{name}", "must not be negative", "0 turns it off")
+    for name in ("backoff_initial_ms", "backoff_max_ms", "retry_after_max_s", "circuit_window_s",
+                 "circuit_cooldown_s", "reload_interval_s"):
+        if getattr(routing, name) <= 0:
+            raise ConfigError(file, f"routing.{name}", "must be positive", "see config.example.toml for defaults")
+    if not 0 < routing.circuit_error_rate <= 1:
+        raise ConfigError(file, "routing.circuit_error_rate", "must be in (0, 1]", "0.5 opens at 50% errors")
+
+
+def _check_routes(file: str, routes: dict[str, RouteConfig], providers: dict[str, Provider]) -> None:
+    for name, route in routes.items():
+        key = f"routes.{name}"
+        if "/" in name or not _NAME_RE.match(name):
+            raise ConfigError(file, key, f"invalid group name {name!r}",
+                              "use letters, digits, '.', '_' or '-' (no '/': that would read as provider/model)")
+        if name in providers:
+            raise ConfigError(file, key, f"group name {name!r} is also a provider name", "rename the group")
+        if not route.targets:
+            raise ConfigError(file, f"{key}.targets", "a group needs at least one target",
+                              'e.g. targets = ["openai/gpt-4o", "anthropic/claude-sonnet-4-6"]')
+        for i, target in enumerate(route.targets):
+            provider, sep, model = target.partition("/")
+            wildcard = name == "auto" and any(ch in target for ch in "*?[")
+            if not sep or not model:
+                raise ConfigError(file, f"{key}.targets[{i}]", f"target {target!r} is not 'provider/model'",
+                                  "name each target as provider/model")
+            if provider not in providers and not wildcard:
+                raise ConfigError(file, f"{key}.targets[{i}]", f"unknown provider {provider!r}",
+                                  f"configured providers: {', '.join(sorted(providers)) or 'none'}")
+        if route.weights is not None:
+            if len(route.weights) != len(route.targets):
+                raise ConfigError(file, f"{key}.weights", "needs one weight per target",
+                                  f"{len(route.targets)} targets, {len(route.weights)} weights")
+            if any(w <= 0 for w in route.weights):
+                raise ConfigError(file, f"{key}.weights", "weights must be positive", "e.g. weights = [3, 1]")
+
+
+def _check_models(file: str, models: list[ModelConfig], providers: dict[str, Provider]) -> None:
+    seen: set[tuple[str, str]] = set()
+    for i, model in enumerate(models):
+        key = f"models[{i}]"
+        if not model.name or "/" in model.name:
+            raise ConfigError(file, f"{key}.name", f"invalid model name {model.name!r}",
+                              "a plain name, without 'provider/'")
+        if model.provider not in providers:
+            raise ConfigError(file, f"{key}.provider", f"unknown provider {model.provider!r}",
+                              f"configured providers: {', '.join(sorted(providers)) or 'none'}")
+        if (model.name, model.provider) in seen:
+            raise ConfigError(file, key, f"model {model.name!r} of {model.provider!r} is declared twice",
+                              "merge the two entries")
+        seen.add((model.name, model.provider))
 
 
 def with_overrides(config: Config, *, host: str | None = None, port: int | None = None,
@@ -292,5 +409,4 @@ def with_overrides(config: Config, *, host: str | None = None, port: int | None 
         port=port if port is not None else config.server.port,
         workers=workers if workers is not None else config.server.workers,
     )
-    return Config(server=server, providers=config.providers, data_dir=config.data_dir, path=config.path,
-                  sources=config.sources)
+    return dataclasses.replace(config, server=server)

@@ -24,7 +24,7 @@ Native routes render the same objects in their provider's own shape (see ``provi
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -36,8 +36,9 @@ class ErrorDetail(msgspec.Struct):
     code: str | None
 
 
-class ErrorEnvelope(msgspec.Struct):
+class ErrorEnvelope(msgspec.Struct, omit_defaults=True):
     error: ErrorDetail
+    metadata: dict[str, Any] | None = None  # the routing trail, on chat errors
 
 
 _encoder = msgspec.json.Encoder()
@@ -63,6 +64,7 @@ class GatewayError(Exception):
         self.code = code if code is not None else self.default_code
         self.headers = headers or {}
         self.provider = provider
+        self.metadata: dict[str, Any] | None = None
 
     @property
     def status_code(self) -> int:
@@ -77,7 +79,7 @@ class GatewayError(Exception):
 
     def body(self) -> bytes:
         """The OpenAI error envelope, encoded."""
-        return _encoder.encode(ErrorEnvelope(error=self.detail()))
+        return _encoder.encode(ErrorEnvelope(error=self.detail(), metadata=self.metadata))
 
 
 class InvalidRequest(GatewayError):

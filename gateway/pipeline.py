@@ -1,87 +1,260 @@
-"""Runs one chat call: resolve the target, send it upstream, translate the answer back.
+"""Runs one chat call through its plan: retries, fallback, health, and the hand-off to the client.
 
-Returns either a finished body or a stream of OpenAI SSE frames. A failure before the first byte is a
-``GatewayError`` the route renders; a failure after it ends the client stream with an error event
-(``data: {"error": {...}}``, no ``[DONE]``), which the OpenAI SDK raises as ``APIError``.
+For each target in the plan: build the provider request, send it, and on a retryable failure (429, 500,
+502, 503, 504, 529, connect errors, timeouts) retry with exponential backoff and jitter, honouring
+``retry-after`` up to ``routing.retry_after_max_s``; then fall back to the next target. Client errors
+(400-class except 408/429) are returned at once: another provider would refuse them too.
+
+Fallback happens only before the first byte reaches the client: once a stream has started, a failure
+ends it with an error event (``data: {"error": {...}}``, no ``[DONE]``), which the OpenAI SDK raises as
+``APIError``. Every answer, success or not, carries the routing trail (headers and ``metadata``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import email.utils
 import logging
-from collections.abc import AsyncIterator
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
 
 import msgspec
 
 from gateway.chat import ChatCall
-from gateway.config import Provider
-from gateway.errors import GatewayError
+from gateway.config import RoutingConfig
+from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable
+from gateway.health import HealthBook
 from gateway.providers import adapter_for
-from gateway.providers.base import ResponseContext, StreamTranslator, Target
-from gateway.router import resolve
+from gateway.providers.base import Adapter, ResponseContext, StreamTranslator
+from gateway.router import Deployment, Plan, Requirements, Router, RouteTable
 from gateway.sse import SSEParser, encode_data
 from gateway.upstream import Upstream, UpstreamResponse
 from gateway.wire.openai import Usage
 
 log = logging.getLogger("gateway.pipeline")
 
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 529})
+# A provider answering these about one target says nothing about the next one: fall back.
+FALLBACK_STATUS = RETRYABLE_STATUS | {401, 403, 404}
+
+
+class Attempt(msgspec.Struct, kw_only=True):
+    provider: str
+    model: str
+    status_code: int | None
+    error_type: str | None
+    succeeded: bool
+    latency_ms: float
+
 
 class ChatResult(msgspec.Struct, kw_only=True):
-    target: Target
+    deployment: Deployment
     headers: dict[str, str]
+    metadata: dict[str, Any]
     body: bytes | None = None
     usage: Usage | None = None
     chunks: AsyncIterator[bytes] | None = None
 
 
-def routing_headers(target: Target, attempts: int) -> dict[str, str]:
-    return {
-        "x-gateway-provider": target.provider.name,
-        "x-gateway-model": target.model,
-        "x-gateway-attempts": str(attempts),
-    }
+def backoff_delay(attempt: int, retry_after: float | None, cfg: RoutingConfig, rng: random.Random) -> float | None:
+    """Seconds to wait before the next try of the same target; None means stop trying it.
+
+    ``retry-after`` wins when the provider sent one and it is within the cap; beyond the cap the
+    target is left for the next one. Otherwise exponential backoff with "equal jitter": half the
+    ceiling fixed, half random, so concurrent clients spread out without ever retrying at once.
+    """
+    if retry_after is not None:
+        return retry_after if retry_after <= cfg.retry_after_max_s else None
+    ceiling = min(cfg.backoff_max_ms, cfg.backoff_initial_ms * float(2**attempt)) / 1000
+    return ceiling / 2 + rng.random() * ceiling / 2
 
 
-async def run_chat(
-    call: ChatCall, *, providers: dict[str, Provider], upstream: Upstream, request_id: str
-) -> ChatResult:
-    target = resolve(call.request.model, providers)
-    adapter = adapter_for(target.provider.kind)
-    ctx = ResponseContext(request_id=request_id, public_model=target.public_model,
-                          include_usage=call.include_usage)
-    upstream_request = adapter.build_request(call, target)
-    response = await upstream.send(upstream_request)
-    headers = routing_headers(target, attempts=1)
-    if response.status >= 400:
-        body = await response.read()
-        error = adapter.parse_error(response.status, body, response.headers, target.provider.name)
-        error.headers.update(headers)
-        raise error
-    if not call.stream:
-        body, usage = adapter.parse_response(await response.read(), ctx)
-        return ChatResult(target=target, headers=headers, body=body, usage=usage)
-    translator = adapter.stream_translator(ctx)
-    return ChatResult(target=target, headers=headers,
-                      chunks=_relay(response, translator, target, request_id))
-
-
-async def _relay(
-    response: UpstreamResponse, translator: StreamTranslator, target: Target, request_id: str
-) -> AsyncIterator[bytes]:
-    parser = SSEParser()
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """``retry-after-ms`` (OpenAI), ``retry-after`` in seconds or as an HTTP date."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(float(millis) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
     try:
-        async for chunk in response.iter_chunks():
-            out = [frame for event in parser.feed(chunk) for frame in translator.feed(event)]
-            if out:
-                yield b"".join(out) if len(out) > 1 else out[0]
-        tail = [frame for event in parser.close() for frame in translator.feed(event)]
-        tail.extend(translator.close())
-        if tail:
-            yield b"".join(tail)
-    except GatewayError as exc:
-        # Headers and some chunks are already with the client: the only honest report left is an
-        # error event in the stream itself.
-        log.warning("stream from %s failed mid-way (request %s): %s", target.provider.name, request_id,
-                    exc.message)
-        yield encode_data(exc.body())
-    finally:
-        response.close()
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - (now if now is not None else time.time()), 0.0)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        upstream: Upstream,
+        health: HealthBook,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.upstream = upstream
+        self.health = health
+        self.clock = clock
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.router = Router(health, rng=self.rng)
+
+    def plan(self, call: ChatCall, table: RouteTable) -> Plan:
+        min_reasoning = call.request.min_reasoning_level or None
+        needs = Requirements.of(call, min_reasoning if isinstance(min_reasoning, str) else None)
+        return self.router.plan(table, call.request.model, needs, self.clock())
+
+    async def run(self, call: ChatCall, table: RouteTable, *, request_id: str) -> ChatResult:
+        plan = self.plan(call, table)
+        cfg = table.config.routing
+        attempts: list[Attempt] = []
+        last_error: GatewayError | None = None
+        for deployment in plan.deployments:
+            adapter = adapter_for(deployment.provider.kind)
+            target = deployment.target()
+            try:
+                request = adapter.build_request(call, target)
+            except GatewayError as exc:  # this provider cannot express the request: try the next one
+                attempts.append(self._attempt(deployment, exc.status_code, exc.error_type, False, 0.0))
+                last_error = exc
+                continue
+            for try_number in range(cfg.retries + 1):
+                circuit = self.health.circuit(deployment.key)
+                circuit.acquire(self.clock())
+                started = self.clock()
+                try:
+                    response = await self.upstream.send(request)
+                    # A non-streamed body is read inside the attempt, so a cut or a timeout while
+                    # reading it is retried like any other transport failure.
+                    body = await response.read() if response.status >= 400 or not call.stream else b""
+                except (UpstreamUnreachable, UpstreamTimeout) as exc:
+                    last_error = exc
+                    self._failed(deployment, attempts, started, None, exc)
+                    if try_number < cfg.retries:
+                        await self.sleep(backoff_delay(try_number, None, cfg, self.rng) or 0.0)
+                        continue
+                    break
+                if response.status < 400:
+                    latency = (self.clock() - started) * 1000
+                    circuit.record(self.clock(), True, latency)
+                    attempts.append(self._attempt(deployment, response.status, None, True, latency))
+                    return self._success(call, plan, deployment, adapter, response, body, attempts, request_id)
+                error = adapter.parse_error(response.status, body, response.headers, deployment.provider.name)
+                last_error = error
+                self._failed(deployment, attempts, started, response.status, error)
+                if response.status in (401, 403):
+                    log.error("provider '%s' rejected the gateway's key (HTTP %d): marking it unhealthy; "
+                              "check providers.%s.api_key", deployment.provider.name, response.status,
+                              deployment.provider.name)
+                    self.health.mark_provider_down(deployment.provider.name, self.clock(), error.message)
+                if response.status not in FALLBACK_STATUS:
+                    raise self._with_trail(error, plan, deployment, attempts, request_id)
+                if response.status not in RETRYABLE_STATUS or try_number == cfg.retries:
+                    break
+                delay = backoff_delay(try_number, parse_retry_after(response.headers), cfg, self.rng)
+                if delay is None:
+                    break
+                await self.sleep(delay)
+        assert last_error is not None
+        raise self._with_trail(last_error, plan, plan.deployments[-1], attempts, request_id)
+
+    # ------------------------------------------------------------------------------------- helpers
+
+    def _attempt(self, deployment: Deployment, status: int | None, error_type: str | None, ok: bool,
+                 latency_ms: float) -> Attempt:
+        return Attempt(provider=deployment.provider.name, model=deployment.upstream, status_code=status,
+                       error_type=error_type, succeeded=ok, latency_ms=round(latency_ms, 2))
+
+    def _failed(self, deployment: Deployment, attempts: list[Attempt], started: float, status: int | None,
+                exc: GatewayError) -> None:
+        latency = (self.clock() - started) * 1000
+        attempts.append(self._attempt(deployment, status, exc.error_type, False, latency))
+        # A client error says nothing about the target's health; everything else counts against it.
+        counts = status is None or status in RETRYABLE_STATUS or status >= 500
+        circuit = self.health.circuit(deployment.key)
+        if counts:
+            circuit.record(self.clock(), False, error=exc.message)
+        elif circuit.probe_in_flight:
+            circuit.record(self.clock(), True)
+
+    def metadata(self, plan: Plan, deployment: Deployment, attempts: list[Attempt], request_id: str,
+                 succeeded: bool) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "request_id": request_id,
+            "requested_model": plan.requested_model,
+            "requested_provider": plan.requested_provider,
+            "used_model": deployment.upstream if succeeded else None,
+            "used_provider": deployment.provider.name if succeeded else None,
+            "routing": [msgspec.to_builtins(a) for a in attempts],
+        }
+        if succeeded:
+            meta["capabilities"] = msgspec.to_builtins(deployment.capabilities)
+        return meta
+
+    def _headers(self, deployment: Deployment, attempts: list[Attempt], call: ChatCall | None) -> dict[str, str]:
+        headers = {
+            "x-gateway-provider": deployment.provider.name,
+            "x-gateway-model": deployment.upstream,
+            "x-gateway-attempts": str(len(attempts)),
+        }
+        effort = call.request.reasoning_effort if call is not None else None
+        if isinstance(effort, str) and deployment.capabilities.reasoning != "none":
+            headers["x-gateway-reasoning-effort"] = effort
+        return headers
+
+    def _with_trail(self, exc: GatewayError, plan: Plan, deployment: Deployment, attempts: list[Attempt],
+                    request_id: str) -> GatewayError:
+        exc.headers.update(self._headers(deployment, attempts, None))
+        exc.metadata = self.metadata(plan, deployment, attempts, request_id, succeeded=False)
+        return exc
+
+    def _success(self, call: ChatCall, plan: Plan, deployment: Deployment, adapter: Adapter,
+                 response: UpstreamResponse, body: bytes, attempts: list[Attempt], request_id: str) -> ChatResult:
+        meta = self.metadata(plan, deployment, attempts, request_id, succeeded=True)
+        ctx = ResponseContext(request_id=request_id, provider=deployment.provider.name, public_model=deployment.key,
+                              include_usage=call.include_usage, metadata=meta)
+        result = ChatResult(deployment=deployment, headers=self._headers(deployment, attempts, call), metadata=meta)
+        if call.stream:
+            result.chunks = self._relay(response, adapter.stream_translator(ctx), deployment, request_id)
+        else:
+            result.body, result.usage = adapter.parse_response(body, ctx)
+        return result
+
+    async def _relay(self, response: UpstreamResponse, translator: StreamTranslator, deployment: Deployment,
+                     request_id: str) -> AsyncIterator[bytes]:
+        parser = SSEParser()
+        # Frames translated from one network read go out together; kept outside the try so that an
+        # event that fails after others in the same read does not lose the ones before it.
+        pending: list[bytes] = []
+        try:
+            async for chunk in response.iter_chunks():
+                for event in parser.feed(chunk):
+                    pending.extend(translator.feed(event))
+                if pending:
+                    yield pending[0] if len(pending) == 1 else b"".join(pending)
+                    pending.clear()
+            for event in parser.close():
+                pending.extend(translator.feed(event))
+            pending.extend(translator.close())
+            if pending:
+                yield b"".join(pending)
+        except GatewayError as exc:
+            # Headers and some chunks are already with the client: the only honest report left is an
+            # error event in the stream itself.
+            log.warning("stream from %s failed mid-way (request %s): %s", deployment.provider.name, request_id,
+                        exc.message)
+            self.health.circuit(deployment.key).record(self.clock(), False, error=exc.message)
+            yield b"".join(pending) + encode_data(exc.body())
+        finally:
+            response.close()

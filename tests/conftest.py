@@ -81,6 +81,9 @@ def gateway_config(fake: FakeUpstream, data_dir: Path) -> str:
 [server]
 data_dir = "{data_dir}"
 
+[routing]
+retries = 0  # one answer per queued fake reply; retries and fallback have tests of their own
+
 [providers.fake]
 type = "openai"
 base_url = "{fake.base}/v1"

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import tomllib
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
-from gateway.config import ConfigError, ConfigFile, ProviderConfig, ServerConfig, load_config
+from gateway.config import ConfigError, ConfigFile, load_config
 from tests.conftest import gateway_env, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,17 +37,45 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 
 def _schema_paths(struct: type[msgspec.Struct], prefix: str = "") -> set[str]:
+    """Every key path the schema accepts; dict members as '*', list items as '[]'."""
     paths = set()
-    for name in struct.__struct_fields__:
-        paths.add(prefix + name)
+    for field in msgspec.structs.fields(struct):
+        path = prefix + field.encode_name
+        paths.add(path)
+        for inner in _struct_types(field.type):
+            paths |= _schema_paths(inner, path + ".")
+        for inner in _container_struct_types(field.type, dict):
+            paths |= _schema_paths(inner, path + ".*.")
+        for inner in _container_struct_types(field.type, list):
+            paths |= _schema_paths(inner, path + "[].")
     return paths
 
 
-def _present_paths(doc: dict[str, Any]) -> set[str]:
-    present = {f"server.{k}" for k in doc.get("server", {})}
-    for table in doc.get("providers", {}).values():
-        present |= {f"providers.*.{k}" for k in table}
-    return present | set(doc)
+def _struct_types(annotation: Any) -> list[type[msgspec.Struct]]:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation) if origin in (typing.Union, types.UnionType) else (annotation,)
+    return [a for a in args if isinstance(a, type) and issubclass(a, msgspec.Struct)]
+
+
+def _container_struct_types(annotation: Any, container: type) -> list[type[msgspec.Struct]]:
+    if typing.get_origin(annotation) is not container:
+        return []
+    return _struct_types(typing.get_args(annotation)[-1])
+
+
+def _present_paths(value: Any, prefix: str = "") -> set[str]:
+    present: set[str] = set()
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            # Tables keyed by a user's name (providers.NAME, routes.NAME) read as '*'.
+            step = "*" if prefix.rstrip(".") in ("providers", "routes") else key
+            path = prefix + step
+            present.add(path)
+            present |= _present_paths(inner, path + ".")
+    elif isinstance(value, list):
+        for item in value:
+            present |= _present_paths(item, prefix.rstrip(".") + "[].")
+    return present
 
 
 def test_example_decodes_and_shows_every_option(clean_env: pytest.MonkeyPatch) -> None:
@@ -59,10 +89,11 @@ def test_example_decodes_and_shows_every_option(clean_env: pytest.MonkeyPatch) -
     assert config.providers["openai"].models == ("gpt-4o", "gpt-4o-mini")
     assert config.data_dir == EXAMPLE.parent / "data"
     # Every field of the schema appears (set, not just mentioned) in the example file.
-    expected = (_schema_paths(ConfigFile) | _schema_paths(ServerConfig, "server.")
-                | _schema_paths(ProviderConfig, "providers.*."))
+    expected = _schema_paths(ConfigFile)
+    assert {"server.port", "providers.*.api_key", "routes.*.weights", "models[].pricing.cache_write"} <= expected
     present = _present_paths(tomllib.loads(EXAMPLE.read_text()))
     assert expected - present == set(), "config.example.toml is missing options"
+    assert {p for p in present if not p.startswith("providers.*.headers.")} - expected == {"providers.*", "routes.*"}
 
 
 def test_no_file_uses_embedded_defaults_and_env_providers(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:

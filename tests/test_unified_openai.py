@@ -153,9 +153,14 @@ def test_provider_extras_in_deltas_are_preserved(gateway: RunningGateway, fake: 
     assert second["x_extra"] == 7
 
 
-def test_models_lists_declared_models(gateway: RunningGateway) -> None:
-    ids = [m.id for m in gateway.client().models.list()]
-    assert ids == ["listed/gpt-4o", "listed/gpt-4o-mini"]
+def test_models_lists_declared_models_with_catalog_facts(gateway: RunningGateway) -> None:
+    models = {m.id: m.to_dict() for m in gateway.client().models.list()}
+    assert {"listed/gpt-4o", "listed/gpt-4o-mini", "gpt-4o"} <= set(models)
+    gpt4o = models["listed/gpt-4o"]
+    assert gpt4o["owned_by"] == "listed" and gpt4o["providers"] == ["listed"]
+    assert gpt4o["context_window"] == 128000
+    assert gpt4o["pricing"]["input"] == 2.5 and gpt4o["pricing"]["output"] == 10.0
+    assert gpt4o["capabilities"]["tools"] is True
 
 
 # ------------------------------------------------------------------------------------------- errors
@@ -182,7 +187,7 @@ def test_sdk_raises_authentication_error(gateway: RunningGateway) -> None:
 @pytest.mark.parametrize(("model", "fragment"), [
     ("nowhere/gpt-4o", "there is no provider 'nowhere'"),
     ("listed/gpt-5-imaginary", "provider 'listed' serves listed/gpt-4o, listed/gpt-4o-mini"),
-    ("gpt-imaginary", "name it as 'provider/model'"),
+    ("gpt-imaginary", "no configured provider serves it"),
 ])
 def test_unknown_model_is_404(gateway: RunningGateway, fake: FakeUpstream, model: str, fragment: str) -> None:
     with pytest.raises(openai.NotFoundError) as info:
@@ -276,7 +281,7 @@ def test_connection_cut_mid_stream_ends_with_error_event(gateway: RunningGateway
     (b"{not json", None, "could not parse the JSON body"),
     (b"[1, 2]", None, "must be a JSON object"),
     (b"", None, "body is empty"),
-    (b'{"messages": [{"role": "user", "content": "x"}]}', "model", "Missing required parameter"),
+    (b'{"model": "", "messages": [{"role": "user", "content": "x"}]}', "model", "non-empty"),
     (b'{"model": "fake/x"}', "messages", "Missing required parameter"),
     (b'{"model": 5, "messages": []}', "model", "Expected `str`, got `int`"),
     (b'{"model": "fake/x", "messages": []}', "messages", "at least one message"),
@@ -311,6 +316,9 @@ def test_incoming_request_id_is_kept(gateway: RunningGateway, fake: FakeUpstream
                           headers={"authorization": f"Bearer {gateway.key}", "x-request-id": "trace-abc.123"},
                           json={"model": "fake/gpt-4o", "messages": USER})
     assert response.headers["x-gateway-request-id"] == "trace-abc.123"
+    deadline = time.monotonic() + 3  # the access line is written as the response completes
+    while "trace-abc.123" not in gateway.logs() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert "trace-abc.123" in gateway.logs()
     hostile = httpx.post(f"{gateway.base}/v1/chat/completions",
                          headers={"authorization": f"Bearer {gateway.key}", "x-request-id": "a b\tc<script>"},

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from gateway.providers import openai
+from gateway.providers import anthropic, gemini, openai
 from gateway.providers.base import Adapter
 
 KINDS: dict[str, Adapter] = {
     "openai": openai,
+    "anthropic": anthropic,
+    "gemini": gemini,
 }
 
 

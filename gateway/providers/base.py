@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
@@ -30,9 +30,11 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
 
 class ResponseContext(msgspec.Struct, kw_only=True):
     request_id: str
+    provider: str  # the configured provider's name, for error messages
     public_model: str
     include_usage: bool = False
     created: int = msgspec.field(default_factory=lambda: int(time.time()))
+    metadata: dict[str, Any] | None = None  # routing metadata, set by the pipeline once the target answered
 
     @property
     def completion_id(self) -> str:

@@ -34,7 +34,7 @@ class ChunkWriter:
 
     def __init__(self, ctx: ResponseContext) -> None:
         self.ctx = ctx
-        self._role_sent = False
+        self._role_sent: set[int] = set()  # choice indexes whose role delta went out
         self.finished = False
 
     def _chunk(self, choices: list[ChunkChoice], usage: Usage | None = None,
@@ -47,35 +47,47 @@ class ChunkWriter:
             chunk.metadata = metadata
         return encode_data(encoder.encode(chunk))
 
-    def delta(self, delta: Delta) -> bytes:
-        if not self._role_sent:
-            self._role_sent = True
+    def delta(self, delta: Delta, index: int = 0) -> bytes:
+        """A delta for choice ``index`` (``n`` > 1 streams several choices; each gets its role first)."""
+        if index not in self._role_sent:
+            self._role_sent.add(index)
             delta.role = "assistant"
-        return self._chunk([ChunkChoice(index=0, delta=delta)])
+        return self._chunk([ChunkChoice(index=index, delta=delta)])
 
-    def finish(self, reason: str) -> bytes:
+    def finish(self, reason: str, index: int = 0) -> bytes:
         """The one chunk that carries ``finish_reason`` (a role-only delta comes first if none was sent)."""
         self.finished = True
-        out = b"" if self._role_sent else self.delta(Delta(content=""))
-        return out + self._chunk([ChunkChoice(index=0, delta=Delta(), finish_reason=reason)])
+        out = b"" if index in self._role_sent else self.delta(Delta(content=""), index)
+        # The routing metadata rides on the finish chunk and on the usage chunk, so it is on the final
+        # chunk whether or not the client asked for usage.
+        return out + self._chunk([ChunkChoice(index=index, delta=Delta(), finish_reason=reason)],
+                                 metadata=self.ctx.metadata)
 
     def usage(self, usage: Usage) -> bytes:
-        return self._chunk([], usage=usage)
+        return self._chunk([], usage=usage, metadata=self.ctx.metadata)
+
+    def done(self, usage: Usage | None) -> bytes:
+        """After every choice's finish chunk: the usage chunk if ``include_usage`` was set, then ``[DONE]``."""
+        out = self.usage(usage) if self.ctx.include_usage and usage is not None else b""
+        return out + DONE
 
     def end(self, reason: str, usage: Usage | None) -> bytes:
         """Finish chunk, the usage chunk when ``stream_options.include_usage`` was set, then ``[DONE]``."""
-        out = self.finish(reason)
-        if self.ctx.include_usage and usage is not None:
-            out += self.usage(usage)
-        return out + DONE
+        return self.finish(reason) + self.done(usage)
 
 
 def completion(ctx: ResponseContext, message: ResponseMessage, finish_reason: str | None,
                usage: Usage | None) -> bytes:
-    body = ChatCompletion(id=ctx.completion_id, created=ctx.created, model=ctx.public_model,
-                          choices=[Choice(index=0, message=message, finish_reason=finish_reason)])
+    return completion_of(ctx, [Choice(index=0, message=message, finish_reason=finish_reason)], usage)
+
+
+def completion_of(ctx: ResponseContext, choices: list[Choice], usage: Usage | None) -> bytes:
+    """A ``chat.completion`` with several choices (``n`` > 1)."""
+    body = ChatCompletion(id=ctx.completion_id, created=ctx.created, model=ctx.public_model, choices=choices)
     if usage is not None:
         body.usage = usage
+    if ctx.metadata is not None:
+        body.metadata = ctx.metadata
     return encoder.encode(body)
 
 

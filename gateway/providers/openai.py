@@ -31,17 +31,29 @@ def build_request(call: ChatCall, target: Target) -> UpstreamRequest:
     )
 
 
-def _rewrite(raw: RawObject, public_model: str) -> Usage | None:
+class _FinishOnly(msgspec.Struct):
+    finish_reason: str | None = None
+
+
+_choices_decoder = msgspec.json.Decoder(list[_FinishOnly])
+
+
+def _rewrite(raw: RawObject, ctx: ResponseContext) -> Usage | None:
     """Set ``model`` to the client's name in place; return the usage it carries, if any."""
     if "model" in raw:
-        raw["model"] = msgspec.Raw(encoder.encode(public_model))
-    usage = raw.get("usage")
-    if usage is None:
+        raw["model"] = msgspec.Raw(encoder.encode(ctx.public_model))
+    usage_raw = raw.get("usage")
+    if usage_raw is None:
         return None
     try:
-        return _usage_decoder.decode(usage)
+        return _usage_decoder.decode(usage_raw)
     except msgspec.ValidationError:
         return None  # a compatible server with an odd usage shape: forwarded as-is, just not counted
+
+
+def _attach_metadata(raw: RawObject, ctx: ResponseContext) -> None:
+    if ctx.metadata is not None:
+        raw["metadata"] = msgspec.Raw(encoder.encode(ctx.metadata))
 
 
 def parse_response(body: bytes, ctx: ResponseContext) -> tuple[bytes, Usage | None]:
@@ -49,8 +61,22 @@ def parse_response(body: bytes, ctx: ResponseContext) -> tuple[bytes, Usage | No
         raw = raw_object_decoder.decode(body)
     except msgspec.DecodeError:
         return body, None  # not JSON: hand it on unchanged rather than lose it
-    usage = _rewrite(raw, ctx.public_model)
+    usage = _rewrite(raw, ctx)
+    _attach_metadata(raw, ctx)
     return encoder.encode(raw), usage
+
+
+def _is_final(raw: RawObject, usage: Usage | None) -> bool:
+    """The finish chunk, or the usage chunk: where the routing metadata goes."""
+    if usage is not None:
+        return True
+    choices = raw.get("choices")
+    if choices is None:
+        return False
+    try:
+        return any(c.finish_reason for c in _choices_decoder.decode(choices))
+    except msgspec.ValidationError:
+        return False
 
 
 class _PassThrough:
@@ -70,9 +96,11 @@ class _PassThrough:
             raw = raw_object_decoder.decode(data)
         except msgspec.DecodeError:
             return [encode_data(data)]
-        usage = _rewrite(raw, self.ctx.public_model)
+        usage = _rewrite(raw, self.ctx)
         if usage is not None:
             self.usage = usage
+        if _is_final(raw, usage):
+            _attach_metadata(raw, self.ctx)
         return [encode_data(encoder.encode(raw))]
 
     def close(self) -> list[bytes]:

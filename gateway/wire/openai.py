@@ -108,7 +108,7 @@ class StreamOptions(msgspec.Struct, kw_only=True):
 
 
 class ChatRequest(msgspec.Struct, kw_only=True):
-    model: str
+    model: str = "auto"  # omitted: the gateway picks (see router.py)
     messages: list[Message]
     stream: bool | UnsetType | None = UNSET
     stream_options: StreamOptions | UnsetType | None = UNSET
@@ -134,6 +134,12 @@ class ChatRequest(msgspec.Struct, kw_only=True):
     metadata: dict[str, Any] | UnsetType | None = UNSET
     service_tier: str | UnsetType | None = UNSET
     store: bool | UnsetType | None = UNSET
+    # The gateway's own request fields: used for routing and accounting, never sent upstream.
+    project_id: str | UnsetType | None = UNSET
+    min_reasoning_level: Literal["none", "low", "medium", "high"] | UnsetType | None = UNSET
+
+
+GATEWAY_FIELDS = frozenset({"project_id", "min_reasoning_level"})
 
 
 CHAT_REQUEST_FIELDS = frozenset(ChatRequest.__struct_fields__)
@@ -196,6 +202,7 @@ class ChatCompletion(msgspec.Struct, kw_only=True):
     choices: list[Choice]
     usage: Usage | UnsetType = UNSET
     system_fingerprint: str | UnsetType = UNSET
+    metadata: dict[str, Any] | UnsetType = UNSET
 
 
 class DeltaFunction(msgspec.Struct, kw_only=True, omit_defaults=True):

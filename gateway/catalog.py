@@ -1,0 +1,57 @@
+"""The model catalog: what each well-known model can do and what it costs.
+
+The built-in catalog is a data file shipped in the package (``gateway/data/catalog.toml``, with its
+sources and date); ``[[models]]`` entries in config.toml add models or override any field. A model
+named explicitly as ``provider/model`` that no catalog knows still works: its capabilities are unknown
+(treated as capable) and its price is unknown (cost reported as null, never invented).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib.resources import files
+from typing import Literal
+
+import msgspec
+
+ReasoningLevel = Literal["none", "low", "medium", "high"]
+REASONING_ORDER: dict[str, int] = {"none": 0, "low": 1, "medium": 2, "high": 3}
+
+
+class Pricing(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """USD per 1M tokens. ``None`` means unknown (never guessed)."""
+
+    input: float | None = None
+    output: float | None = None
+    cached_input: float | None = None
+    cache_write: float | None = None
+
+
+class Capabilities(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    tools: bool = True
+    json: bool = True
+    vision: bool = True
+    reasoning: ReasoningLevel = "none"  # the highest reasoning effort the model supports
+    image_output: bool = False
+
+
+class CatalogEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    name: str  # the model's API name at its provider
+    provider: str  # the conventional provider name: openai, anthropic, google, groq, mistral, deepseek…
+    kind: Literal["openai", "anthropic", "gemini"]
+    host: str | None = None  # API host, so a provider configured under another name is still matched
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+    capabilities: Capabilities = msgspec.field(default_factory=Capabilities)
+    pricing: Pricing = msgspec.field(default_factory=Pricing)
+
+
+class CatalogFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    version: str  # the date the prices were checked; recorded with every usage row
+    sources: dict[str, str] = {}
+    models: list[CatalogEntry] = []
+
+
+def load_builtin() -> CatalogFile:
+    text = files("gateway").joinpath("data", "catalog.toml").read_text(encoding="utf-8")
+    return msgspec.convert(tomllib.loads(text), CatalogFile)
