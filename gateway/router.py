@@ -58,7 +58,8 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True):
         return self.entry.capabilities if self.entry else UNKNOWN_CAPABILITIES
 
     def target(self) -> Target:
-        return Target(provider=self.provider, model=self.upstream, public_model=self.key)
+        return Target(provider=self.provider, model=self.upstream, public_model=self.key,
+                      max_output_tokens=self.entry.max_output_tokens if self.entry else None)
 
 
 class Group(msgspec.Struct, frozen=True, kw_only=True):

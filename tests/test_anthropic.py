@@ -132,8 +132,15 @@ def test_request_url_headers_and_system_messages_in_order() -> None:
     }
 
 
-def test_default_max_tokens_is_4096() -> None:
+def test_default_max_tokens_comes_from_the_catalog_else_4096() -> None:
     assert adapter.DEFAULT_MAX_TOKENS == 4096
+    known = msgspec.structs.replace(TARGET, max_output_tokens=64000)
+    call = parse_chat(json.dumps({"model": "x", "messages": [{"role": "user", "content": "Hi"}]}).encode())
+    assert json.loads(adapter.build_request(call, known).body or b"")["max_tokens"] == 64000
+    thinking = parse_chat(json.dumps({"model": "x", "reasoning_effort": "low",
+                                      "messages": [{"role": "user", "content": "Hi"}]}).encode())
+    body = json.loads(adapter.build_request(thinking, known).body or b"")
+    assert body["max_tokens"] == 64000 and body["thinking"]["budget_tokens"] < 64000
 
 
 @pytest.mark.fidelity("multi-turn", "anthropic", "non-stream")

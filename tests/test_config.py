@@ -1,16 +1,14 @@
 from __future__ import annotations
 
 import tomllib
-import types
-import typing
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 
 from gateway.config import ConfigError, ConfigFile, load_config
 from tests.conftest import gateway_env, run_cli
+from tests.schema import schema_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.example.toml"
@@ -34,33 +32,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "GATEWAY_CONFIG"):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
-
-
-def _schema_paths(struct: type[msgspec.Struct], prefix: str = "") -> set[str]:
-    """Every key path the schema accepts; dict members as '*', list items as '[]'."""
-    paths = set()
-    for field in msgspec.structs.fields(struct):
-        path = prefix + field.encode_name
-        paths.add(path)
-        for inner in _struct_types(field.type):
-            paths |= _schema_paths(inner, path + ".")
-        for inner in _container_struct_types(field.type, dict):
-            paths |= _schema_paths(inner, path + ".*.")
-        for inner in _container_struct_types(field.type, list):
-            paths |= _schema_paths(inner, path + "[].")
-    return paths
-
-
-def _struct_types(annotation: Any) -> list[type[msgspec.Struct]]:
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation) if origin in (typing.Union, types.UnionType) else (annotation,)
-    return [a for a in args if isinstance(a, type) and issubclass(a, msgspec.Struct)]
-
-
-def _container_struct_types(annotation: Any, container: type) -> list[type[msgspec.Struct]]:
-    if typing.get_origin(annotation) is not container:
-        return []
-    return _struct_types(typing.get_args(annotation)[-1])
 
 
 def _present_paths(value: Any, prefix: str = "") -> set[str]:
@@ -89,7 +60,7 @@ def test_example_decodes_and_shows_every_option(clean_env: pytest.MonkeyPatch) -
     assert config.providers["openai"].models == ("gpt-4o", "gpt-4o-mini")
     assert config.data_dir == EXAMPLE.parent / "data"
     # Every field of the schema appears (set, not just mentioned) in the example file.
-    expected = _schema_paths(ConfigFile)
+    expected = schema_paths(ConfigFile)
     assert {"server.port", "providers.*.api_key", "routes.*.weights", "models[].pricing.cache_write"} <= expected
     present = _present_paths(tomllib.loads(EXAMPLE.read_text()))
     assert expected - present == set(), "config.example.toml is missing options"

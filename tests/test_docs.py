@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import msgspec
-
 from gateway.__main__ import _parser
-from gateway.config import ProviderConfig, ServerConfig
+from gateway.config import ConfigFile
+from tests.schema import schema_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -26,14 +25,11 @@ def test_readme_opens_with_the_two_setup_commands_and_ci_runs_the_second() -> No
     assert second in ci.splitlines()
 
 
-def _fields(struct: type[msgspec.Struct]) -> tuple[str, ...]:
-    return struct.__struct_fields__
-
-
 def test_readme_config_table_lists_every_option() -> None:
-    keys = set(re.findall(r"^\| `([a-z_.A-Z]+)` \|", README, re.M))
-    expected = {f"server.{f}" for f in _fields(ServerConfig)} | {f"providers.NAME.{f}" for f in _fields(ProviderConfig)}
-    assert keys == expected
+    keys = set(re.findall(r"^\| `([a-z_.A-Z\[\]]+)` \|", README, re.M))
+    paths = schema_paths(ConfigFile)
+    leaves = {p.replace("*", "NAME") for p in paths if not any(q.startswith((p + ".", p + "[")) for q in paths)}
+    assert keys == leaves
 
 
 def test_readme_cli_table_lists_every_command_and_flag() -> None:

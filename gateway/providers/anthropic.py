@@ -274,7 +274,7 @@ def build_request(call: ChatCall, target: Target) -> UpstreamRequest:
     tools = _tools(req)
     body = MessagesRequest(
         model=target.model,
-        max_tokens=_max_tokens(req, budget),
+        max_tokens=_max_tokens(req, budget, target.max_output_tokens),
         messages=messages,
         system=system or UNSET,
         stop_sequences=_stop_sequences(req.stop),
@@ -533,13 +533,16 @@ def _thinking_budget(effort: str | UnsetType | None) -> int | None:
     return THINKING_BUDGETS[effort]
 
 
-def _max_tokens(req: ChatRequest, budget: int | None) -> int:
+def _max_tokens(req: ChatRequest, budget: int | None, catalog_max: int | None) -> int:
     """Anthropic's max_tokens, like OpenAI's max_completion_tokens, counts thinking and answer together."""
     param, value = "max_completion_tokens", req.max_completion_tokens
     if not _given(value):
         param, value = "max_tokens", req.max_tokens
     if value is UNSET or value is None:
-        # No limit asked for: the default room for the answer, plus the thinking budget on top.
+        # No limit asked for: the model's whole output room when the catalog knows it (as OpenAI
+        # behaves), else the default room for the answer plus the thinking budget on top.
+        if catalog_max is not None and catalog_max > (budget or 0):
+            return catalog_max
         return DEFAULT_MAX_TOKENS + (budget or 0)
     if budget is not None and value <= budget:
         raise InvalidRequest(f"'{param}' is {value}, but reasoning_effort '{req.reasoning_effort}' gives "

@@ -26,6 +26,7 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
     provider: Provider
     model: str  # the name sent upstream
     public_model: str  # the name the client sees in responses: provider/model
+    max_output_tokens: int | None = None  # from the catalog, when known
 
 
 class ResponseContext(msgspec.Struct, kw_only=True):
