@@ -23,7 +23,7 @@ from gateway.errors import (
     PayloadTooLarge,
     RouteNotFound,
 )
-from gateway.routes import health, unified
+from gateway.routes import admin_api, health, unified
 from gateway.state import GatewayState
 from gateway.store import Store
 from gateway.upstream import Upstream
@@ -126,7 +126,8 @@ def create_app(
             await state.stop()
 
     app = Litestar(
-        route_handlers=[unified.chat_completions, unified.list_models, health.healthz, health.readyz],
+        route_handlers=[unified.chat_completions, unified.list_models, unified.usage, admin_api.usage_aggregates,
+                        health.healthz, health.readyz],
         exception_handlers={
             GatewayError: _gateway_error,
             HTTPException: _http_error,

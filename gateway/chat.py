@@ -48,10 +48,13 @@ class ChatCall:
         """Top-level members this gateway does not model (forwarded as-is to OpenAI-compatible servers)."""
         return [name for name in self.raw if name not in CHAT_REQUEST_FIELDS]
 
-    def body_with_model(self, model: str) -> bytes:
-        """The client's body with only ``model`` replaced; other members are re-emitted byte for byte."""
+    def body_with_model(self, model: str, **replace: object) -> bytes:
+        """The client's body with only ``model`` (and ``replace``) changed; every other member is
+        re-emitted byte for byte, and the gateway's own fields are left out."""
         raw = {name: value for name, value in self.raw.items() if name not in GATEWAY_FIELDS}
         raw["model"] = msgspec.Raw(encoder.encode(model))
+        for name, value in replace.items():
+            raw[name] = msgspec.Raw(encoder.encode(value))
         return encoder.encode(raw)
 
 

@@ -8,6 +8,7 @@ use it, so they report the same errors.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 import re
 import tomllib
@@ -59,6 +60,7 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     connect_timeout: float = 10.0
     timeout: float = 600.0
     headers: dict[str, str] = {}
+    stream_usage: bool = True
 
 
 class RoutingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -111,6 +113,51 @@ class PricingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     cache_write: float | None = None
 
 
+BudgetPeriod = Literal["day", "week", "month", "total"]
+
+
+class KeyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A proxy key declared in the file (read-only from the CLI and the admin page)."""
+
+    name: str
+    key: str
+    budget_usd: float | None = None
+    budget_period: BudgetPeriod = "month"
+    rpm: int | None = None
+    tpm: int | None = None
+    models: list[str] | None = None
+    expires: str | None = None  # YYYY-MM-DD (UTC): the key stops working at the start of that day
+    project: str | None = None
+
+
+class ProjectConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    budget_usd: float | None = None
+    budget_period: BudgetPeriod = "month"
+
+
+class RateLimitConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    rpm: int | None = None  # all keys together
+    tpm: int | None = None
+    providers: dict[str, RateLimitConfig] = {}
+
+
+class UsageConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = True
+    retention_days: float = 90.0
+    queue_size: int = 100_000
+    batch_size: int = 500
+    flush_interval_ms: float = 200.0
+
+
+class AdminConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    token: str | None = None
+
+
 class ConfigFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The TOML document as written by the user."""
 
@@ -119,9 +166,16 @@ class ConfigFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     routes: dict[str, RouteConfig] = {}
     models: list[ModelConfig] = []
+    keys: list[KeyConfig] = []
+    projects: dict[str, ProjectConfig] = {}
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    usage: UsageConfig = msgspec.field(default_factory=UsageConfig)
+    admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
 
 
-_NAMED_TABLES: dict[str, type[msgspec.Struct]] = {"providers": ProviderConfig, "routes": RouteConfig}
+_NAMED_TABLES: dict[str, type[msgspec.Struct]] = {
+    "providers": ProviderConfig, "routes": RouteConfig, "projects": ProjectConfig,
+}
 
 
 class Provider(msgspec.Struct, frozen=True, kw_only=True):
@@ -135,6 +189,7 @@ class Provider(msgspec.Struct, frozen=True, kw_only=True):
     connect_timeout: float
     timeout: float
     headers: dict[str, str]
+    stream_usage: bool = True
 
     def __repr__(self) -> str:  # never show the key, whoever prints this object
         return f"Provider(name={self.name!r}, kind={self.kind!r}, base_url={self.base_url!r})"
@@ -149,6 +204,11 @@ class Config:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     routes: dict[str, RouteConfig] = field(default_factory=dict)
     models: list[ModelConfig] = field(default_factory=list)
+    keys: list[KeyConfig] = field(default_factory=list)
+    projects: dict[str, ProjectConfig] = field(default_factory=dict)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    usage: UsageConfig = field(default_factory=UsageConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     sources: dict[str, str] = field(default_factory=dict)  # provider name -> env var that enabled it
 
 
@@ -333,6 +393,7 @@ def build(parsed: ConfigFile, file: str, *, base_dir: Path, path: Path | None) -
         providers[name] = Provider(
             name=name, kind=kind, base_url=base_url, api_key=spec.api_key, models=models,
             connect_timeout=spec.connect_timeout, timeout=spec.timeout, headers=dict(spec.headers),
+            stream_usage=spec.stream_usage,
         )
     _check_routing(file, parsed.routing)
     _check_routes(file, parsed.routes, providers)
@@ -340,8 +401,71 @@ def build(parsed: ConfigFile, file: str, *, base_dir: Path, path: Path | None) -
     data_dir = Path(server.data_dir).expanduser()
     if not data_dir.is_absolute():
         data_dir = base_dir / data_dir
+    _check_keys(file, parsed.keys)
+    _check_governance(file, parsed)
     return Config(server=server, providers=providers, data_dir=data_dir, path=path, routing=parsed.routing,
-                  routes=parsed.routes, models=parsed.models)
+                  routes=parsed.routes, models=parsed.models, keys=parsed.keys, projects=parsed.projects,
+                  limits=parsed.limits, usage=parsed.usage,
+                  # An empty token (e.g. "${GATEWAY_ADMIN_TOKEN:-}" with the variable unset) means none.
+                  admin=AdminConfig(token=parsed.admin.token or None))
+
+
+def parse_expiry(value: str) -> float:
+    """YYYY-MM-DD -> the UTC timestamp of the start of that day (the key works until then)."""
+    day = datetime.date.fromisoformat(value)
+    return datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.UTC).timestamp()
+
+
+def _check_keys(file: str, keys: list[KeyConfig]) -> None:
+    names: set[str] = set()
+    secrets: set[str] = set()
+    for i, key in enumerate(keys):
+        where = f"keys[{i}]"
+        if not key.name.strip():
+            raise ConfigError(file, f"{where}.name", "a key needs a name", 'e.g. name = "ci"')
+        if key.name in names:
+            raise ConfigError(file, f"{where}.name", f"duplicate key name {key.name!r}", "names are unique")
+        names.add(key.name)
+        if len(key.key) < 20:
+            raise ConfigError(file, f"{where}.key", "the key is too short (at least 20 characters)",
+                              "generate one with: python3 -c 'import secrets; print(\"sk-proxy-\" + "
+                              "secrets.token_urlsafe(32))'")
+        if key.key in secrets:
+            raise ConfigError(file, f"{where}.key", "two keys have the same secret", "give each key its own")
+        secrets.add(key.key)
+        _check_limits(file, where, key.budget_usd, key.rpm, key.tpm)
+        if key.expires is not None:
+            try:
+                parse_expiry(key.expires)
+            except ValueError:
+                raise ConfigError(file, f"{where}.expires", f"invalid date {key.expires!r}",
+                                  'use YYYY-MM-DD, e.g. expires = "2027-01-31"') from None
+
+
+def _check_limits(file: str, where: str, budget: float | None, rpm: int | None, tpm: int | None) -> None:
+    if budget is not None and budget < 0:
+        raise ConfigError(file, f"{where}.budget_usd", "must not be negative", "0 blocks every priced request")
+    for name, value in (("rpm", rpm), ("tpm", tpm)):
+        if value is not None and value <= 0:
+            raise ConfigError(file, f"{where}.{name}", "must be a positive number", "leave it out for no limit")
+
+
+def _check_governance(file: str, parsed: ConfigFile) -> None:
+    for name, project in parsed.projects.items():
+        _check_limits(file, f"projects.{name}", project.budget_usd, None, None)
+    _check_limits(file, "limits", None, parsed.limits.rpm, parsed.limits.tpm)
+    for name, limit in parsed.limits.providers.items():
+        if name not in parsed.providers:
+            raise ConfigError(file, f"limits.providers.{name}", f"unknown provider {name!r}",
+                              "limits.providers.NAME must name a configured provider")
+        _check_limits(file, f"limits.providers.{name}", None, limit.rpm, limit.tpm)
+    usage = parsed.usage
+    if usage.retention_days <= 0 or usage.queue_size < 1 or usage.batch_size < 1 or usage.flush_interval_ms <= 0:
+        raise ConfigError(file, "usage", "retention_days, queue_size, batch_size and flush_interval_ms must be "
+                          "positive", "see config.example.toml for the defaults")
+    if parsed.admin.token and len(parsed.admin.token) < 16:
+        raise ConfigError(file, "admin.token", "the admin token is too short (at least 16 characters)",
+                          "use a long random string, e.g. from: openssl rand -hex 24")
 
 
 def _check_routing(file: str, routing: RoutingConfig) -> None:

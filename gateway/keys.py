@@ -12,20 +12,12 @@ import hmac
 import secrets
 import time
 
-import msgspec
-
 from gateway.errors import AuthenticationFailed
-from gateway.store import KeyRow, Store
+from gateway.governance import Principal
+from gateway.store import KeyLimits, KeyRow, Store
 
 SECRET_PREFIX = "sk-proxy-"
 DISPLAY_PREFIX_LEN = len(SECRET_PREFIX) + 4
-
-
-class Principal(msgspec.Struct, frozen=True, kw_only=True):
-    """Who is calling: what the rest of the request path knows about a key."""
-
-    key_id: str
-    name: str
 
 
 def new_secret() -> str:
@@ -36,30 +28,46 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-async def create_key(store: Store, name: str) -> tuple[str, KeyRow]:
+async def create_key(store: Store, name: str, limits: KeyLimits | None = None) -> tuple[str, KeyRow]:
     """Returns the secret (shown once, never stored) and the stored row."""
     if not name.strip():
         raise ValueError("a key needs a non-empty name")
     secret = new_secret()
     row = await store.create_key(
         id="key_" + secrets.token_hex(6), name=name, prefix=secret[:DISPLAY_PREFIX_LEN],
-        hash=hash_secret(secret),
+        hash=hash_secret(secret), limits=limits or KeyLimits(),
     )
     return secret, row
+
+
+def principal_of(row: KeyRow) -> Principal:
+    return Principal(
+        key_id=row.id, name=row.name, project=row.project, budget_usd=row.budget_usd,
+        budget_period=row.budget_period, rpm=row.rpm, tpm=row.tpm,
+        models=tuple(row.models) if row.models is not None else None, expires_at=row.expires_at,
+    )
 
 
 class KeyRing:
     def __init__(self) -> None:
         self._by_hash: dict[str, tuple[str, Principal]] = {}
+        self._config_keys: list[tuple[str, Principal]] = []
         self.last_used: dict[str, float] = {}
         self._data_version = -1
 
+    @property
+    def principals(self) -> list[Principal]:
+        return [principal for _, principal in self._by_hash.values()]
+
+    def set_config_keys(self, keys: list[tuple[str, Principal]]) -> None:
+        """[[keys]] of config.toml: (secret, principal) pairs, kept across database reloads."""
+        self._config_keys = [(hash_secret(secret), principal) for secret, principal in keys]
+
     def load(self, rows: list[KeyRow]) -> None:
-        self._by_hash = {
-            row.hash: (row.hash, Principal(key_id=row.id, name=row.name))
-            for row in rows
-            if row.revoked_at is None
-        }
+        by_hash = {row.hash: (row.hash, principal_of(row)) for row in rows if row.revoked_at is None}
+        for digest, principal in self._config_keys:
+            by_hash[digest] = (digest, principal)
+        self._by_hash = by_hash
 
     async def refresh(self, store: Store, *, force: bool = False) -> bool:
         """Reload from the store when another connection committed since the last look."""
@@ -88,7 +96,9 @@ class KeyRing:
         if found is None or not hmac.compare_digest(found[0], digest):
             raise AuthenticationFailed("Incorrect API key provided: the key is unknown or was revoked.")
         principal = found[1]
-        self.last_used[principal.key_id] = time.time()
+        now = time.time()
+        principal.check_expiry(now)
+        self.last_used[principal.key_id] = now
         return principal
 
     def take_last_used(self) -> dict[str, float]:

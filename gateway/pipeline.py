@@ -15,16 +15,21 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import math
 import random
 import time
+from dataclasses import dataclass, field
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import msgspec
 
+from gateway.accounting import Meter, encode_routing, estimate_usage
+from gateway.catalog import Pricing
 from gateway.chat import ChatCall
 from gateway.config import RoutingConfig
-from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable
+from gateway.errors import GatewayError, RateLimited, UpstreamTimeout, UpstreamUnreachable
+from gateway.governance import Governor
 from gateway.health import HealthBook
 from gateway.providers import adapter_for
 from gateway.providers.base import Adapter, ResponseContext, StreamTranslator
@@ -93,40 +98,53 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
     return max(when.timestamp() - (now if now is not None else time.time()), 0.0)
 
 
+@dataclass
+class _Run:
+    """One request on its way through its plan."""
+
+    call: ChatCall
+    plan: Plan
+    request_id: str
+    meter: Meter | None
+    attempts: list[Attempt] = field(default_factory=list)
+
+
 class Pipeline:
     def __init__(
         self,
         upstream: Upstream,
         health: HealthBook,
         *,
+        governor: Governor | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
         self.upstream = upstream
         self.health = health
+        self.governor = governor
         self.clock = clock
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.router = Router(health, rng=self.rng)
 
-    def plan(self, call: ChatCall, table: RouteTable) -> Plan:
+    def plan(self, call: ChatCall, table: RouteTable, allow: Callable[[str], bool] | None = None) -> Plan:
         min_reasoning = call.request.min_reasoning_level or None
         needs = Requirements.of(call, min_reasoning if isinstance(min_reasoning, str) else None)
-        return self.router.plan(table, call.request.model, needs, self.clock())
+        return self.router.plan(table, call.request.model, needs, self.clock(), allow)
 
-    async def run(self, call: ChatCall, table: RouteTable, *, request_id: str) -> ChatResult:
-        plan = self.plan(call, table)
+    async def run(self, call: ChatCall, plan: Plan, table: RouteTable, *, request_id: str,
+                  meter: Meter | None = None) -> ChatResult:
+        run = _Run(call=call, plan=plan, request_id=request_id, meter=meter)
         cfg = table.config.routing
-        attempts: list[Attempt] = []
         last_error: GatewayError | None = None
         for deployment in plan.deployments:
             adapter = adapter_for(deployment.provider.kind)
-            target = deployment.target()
             try:
-                request = adapter.build_request(call, target)
-            except GatewayError as exc:  # this provider cannot express the request: try the next one
-                attempts.append(self._attempt(deployment, exc.status_code, exc.error_type, False, 0.0))
+                request = adapter.build_request(call, deployment.target())
+                self._provider_limit(deployment, plan)
+            except GatewayError as exc:  # this target cannot take the request: try the next one
+                run.attempts.append(self._attempt(deployment, exc.status_code, exc.error_type, False, 0.0))
                 last_error = exc
                 continue
             for try_number in range(cfg.retries + 1):
@@ -140,7 +158,7 @@ class Pipeline:
                     body = await response.read() if response.status >= 400 or not call.stream else b""
                 except (UpstreamUnreachable, UpstreamTimeout) as exc:
                     last_error = exc
-                    self._failed(deployment, attempts, started, None, exc)
+                    self._failed(deployment, run.attempts, started, None, exc)
                     if try_number < cfg.retries:
                         await self.sleep(backoff_delay(try_number, None, cfg, self.rng) or 0.0)
                         continue
@@ -148,18 +166,18 @@ class Pipeline:
                 if response.status < 400:
                     latency = (self.clock() - started) * 1000
                     circuit.record(self.clock(), True, latency)
-                    attempts.append(self._attempt(deployment, response.status, None, True, latency))
-                    return self._success(call, plan, deployment, adapter, response, body, attempts, request_id)
+                    run.attempts.append(self._attempt(deployment, response.status, None, True, latency))
+                    return self._success(run, deployment, adapter, response, body)
                 error = adapter.parse_error(response.status, body, response.headers, deployment.provider.name)
                 last_error = error
-                self._failed(deployment, attempts, started, response.status, error)
+                self._failed(deployment, run.attempts, started, response.status, error)
                 if response.status in (401, 403):
                     log.error("provider '%s' rejected the gateway's key (HTTP %d): marking it unhealthy; "
                               "check providers.%s.api_key", deployment.provider.name, response.status,
                               deployment.provider.name)
                     self.health.mark_provider_down(deployment.provider.name, self.clock(), error.message)
                 if response.status not in FALLBACK_STATUS:
-                    raise self._with_trail(error, plan, deployment, attempts, request_id)
+                    raise self._failure(run, error, deployment)
                 if response.status not in RETRYABLE_STATUS or try_number == cfg.retries:
                     break
                 delay = backoff_delay(try_number, parse_retry_after(response.headers), cfg, self.rng)
@@ -167,9 +185,18 @@ class Pipeline:
                     break
                 await self.sleep(delay)
         assert last_error is not None
-        raise self._with_trail(last_error, plan, plan.deployments[-1], attempts, request_id)
+        raise self._failure(run, last_error, plan.deployments[-1])
 
     # ------------------------------------------------------------------------------------- helpers
+
+    def _provider_limit(self, deployment: Deployment, plan: Plan) -> None:
+        if self.governor is None:
+            return
+        wait = self.governor.provider_admit(deployment.provider.name, plan.needs.tokens)
+        if wait:
+            raise RateLimited(f"The gateway's rate limit for provider '{deployment.provider.name}' is reached.",
+                              headers={"retry-after": str(max(1, round(wait + 0.5)))} if wait != math.inf else {},
+                              provider=deployment.provider.name)
 
     def _attempt(self, deployment: Deployment, status: int | None, error_type: str | None, ok: bool,
                  latency_ms: float) -> Attempt:
@@ -188,60 +215,78 @@ class Pipeline:
         elif circuit.probe_in_flight:
             circuit.record(self.clock(), True)
 
-    def metadata(self, plan: Plan, deployment: Deployment, attempts: list[Attempt], request_id: str,
-                 succeeded: bool) -> dict[str, Any]:
+    def metadata(self, run: _Run, deployment: Deployment, succeeded: bool) -> dict[str, Any]:
         meta: dict[str, Any] = {
-            "request_id": request_id,
-            "requested_model": plan.requested_model,
-            "requested_provider": plan.requested_provider,
+            "request_id": run.request_id,
+            "requested_model": run.plan.requested_model,
+            "requested_provider": run.plan.requested_provider,
             "used_model": deployment.upstream if succeeded else None,
             "used_provider": deployment.provider.name if succeeded else None,
-            "routing": [msgspec.to_builtins(a) for a in attempts],
+            "routing": [msgspec.to_builtins(a) for a in run.attempts],
         }
         if succeeded:
             meta["capabilities"] = msgspec.to_builtins(deployment.capabilities)
         return meta
 
-    def _headers(self, deployment: Deployment, attempts: list[Attempt], call: ChatCall | None) -> dict[str, str]:
+    def _headers(self, run: _Run, deployment: Deployment, succeeded: bool) -> dict[str, str]:
         headers = {
             "x-gateway-provider": deployment.provider.name,
             "x-gateway-model": deployment.upstream,
-            "x-gateway-attempts": str(len(attempts)),
+            "x-gateway-attempts": str(len(run.attempts)),
         }
-        effort = call.request.reasoning_effort if call is not None else None
-        if isinstance(effort, str) and deployment.capabilities.reasoning != "none":
+        effort = run.call.request.reasoning_effort
+        if succeeded and isinstance(effort, str) and deployment.capabilities.reasoning != "none":
             headers["x-gateway-reasoning-effort"] = effort
+        if run.meter is not None:
+            headers.update(run.meter.headers)
         return headers
 
-    def _with_trail(self, exc: GatewayError, plan: Plan, deployment: Deployment, attempts: list[Attempt],
-                    request_id: str) -> GatewayError:
-        exc.headers.update(self._headers(deployment, attempts, None))
-        exc.metadata = self.metadata(plan, deployment, attempts, request_id, succeeded=False)
+    def _failure(self, run: _Run, exc: GatewayError, deployment: Deployment) -> GatewayError:
+        exc.headers.update(self._headers(run, deployment, succeeded=False))
+        exc.metadata = self.metadata(run, deployment, succeeded=False)
+        if run.meter is not None:
+            run.meter.finish(status=exc.status_code, provider=None, model=None, pricing=None, usage=None,
+                             attempts=len(run.attempts), error_type=exc.error_type,
+                             routing=encode_routing(run.attempts))
         return exc
 
-    def _success(self, call: ChatCall, plan: Plan, deployment: Deployment, adapter: Adapter,
-                 response: UpstreamResponse, body: bytes, attempts: list[Attempt], request_id: str) -> ChatResult:
-        meta = self.metadata(plan, deployment, attempts, request_id, succeeded=True)
-        ctx = ResponseContext(request_id=request_id, provider=deployment.provider.name, public_model=deployment.key,
-                              include_usage=call.include_usage, metadata=meta)
-        result = ChatResult(deployment=deployment, headers=self._headers(deployment, attempts, call), metadata=meta)
-        if call.stream:
-            result.chunks = self._relay(response, adapter.stream_translator(ctx), deployment, request_id)
-        else:
-            result.body, result.usage = adapter.parse_response(body, ctx)
+    def _success(self, run: _Run, deployment: Deployment, adapter: Adapter, response: UpstreamResponse,
+                 body: bytes) -> ChatResult:
+        meta = self.metadata(run, deployment, succeeded=True)
+        pricing = deployment.entry.pricing if deployment.entry else None
+        ctx = ResponseContext(request_id=run.request_id, provider=deployment.provider.name,
+                              public_model=deployment.key, include_usage=run.call.include_usage, metadata=meta,
+                              report_cost=True, pricing=pricing)
+        result = ChatResult(deployment=deployment, headers=self._headers(run, deployment, succeeded=True),
+                            metadata=meta)
+        if run.call.stream:
+            result.chunks = self._relay(run, response, adapter.stream_translator(ctx), deployment, pricing)
+            return result
+        result.body, result.usage = adapter.parse_response(body, ctx)
+        if run.meter is not None:
+            run.meter.first_byte()
+            run.meter.finish(status=200, provider=deployment.provider.name, model=deployment.upstream,
+                             pricing=pricing, usage=result.usage, attempts=len(run.attempts),
+                             routing=encode_routing(run.attempts))
         return result
 
-    async def _relay(self, response: UpstreamResponse, translator: StreamTranslator, deployment: Deployment,
-                     request_id: str) -> AsyncIterator[bytes]:
+    async def _relay(self, run: _Run, response: UpstreamResponse, translator: StreamTranslator,
+                     deployment: Deployment, pricing: Pricing | None) -> AsyncIterator[bytes]:
         parser = SSEParser()
+        meter = run.meter
         # Frames translated from one network read go out together; kept outside the try so that an
         # event that fails after others in the same read does not lose the ones before it.
         pending: list[bytes] = []
+        frames = 0
+        status, error_type = 200, None
         try:
             async for chunk in response.iter_chunks():
                 for event in parser.feed(chunk):
                     pending.extend(translator.feed(event))
                 if pending:
+                    if meter is not None and not frames:
+                        meter.first_byte()
+                    frames += len(pending)
                     yield pending[0] if len(pending) == 1 else b"".join(pending)
                     pending.clear()
             for event in parser.close():
@@ -252,9 +297,17 @@ class Pipeline:
         except GatewayError as exc:
             # Headers and some chunks are already with the client: the only honest report left is an
             # error event in the stream itself.
-            log.warning("stream from %s failed mid-way (request %s): %s", deployment.provider.name, request_id,
+            log.warning("stream from %s failed mid-way (request %s): %s", deployment.provider.name, run.request_id,
                         exc.message)
             self.health.circuit(deployment.key).record(self.clock(), False, error=exc.message)
+            status, error_type = exc.status_code, exc.error_type
             yield b"".join(pending) + encode_data(exc.body())
         finally:
             response.close()
+            if meter is not None:
+                # A client that went away mid-stream lands here too (the generator is closed): charge
+                # what was streamed, about one token a frame, when the provider's own count never came.
+                usage = translator.usage or estimate_usage(run.plan.needs.prompt_tokens, frames)
+                meter.finish(status=status, provider=deployment.provider.name, model=deployment.upstream,
+                             pricing=pricing, usage=usage, attempts=len(run.attempts), error_type=error_type,
+                             routing=encode_routing(run.attempts))

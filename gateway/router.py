@@ -14,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import itertools
 import random
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import msgspec
@@ -27,7 +28,7 @@ from gateway.catalog import (
 )
 from gateway.chat import ChatCall
 from gateway.config import Config, ModelConfig, Provider, RouteConfig
-from gateway.errors import InvalidRequest, ModelNotFound, NoProviders
+from gateway.errors import InvalidRequest, ModelNotFound, NoProviders, PermissionDenied
 from gateway.health import HealthBook
 from gateway.providers.base import Target
 
@@ -74,19 +75,26 @@ class Requirements(msgspec.Struct, frozen=True, kw_only=True):
     json: bool = False
     vision: bool = False
     reasoning: str = "none"
-    tokens: int = 0  # estimated prompt tokens + requested output tokens
+    prompt_tokens: int = 0  # estimated
+    max_tokens: int | None = None  # what the client allows for the answer, if it said
+
+    @property
+    def tokens(self) -> int:
+        """Estimated prompt tokens plus the requested output tokens: what TPM limits count up front."""
+        return self.prompt_tokens + (self.max_tokens or 0)
 
     @classmethod
     def of(cls, call: ChatCall, min_reasoning: str | None) -> Requirements:
         req = call.request
         fmt = req.response_format
-        output = req.max_completion_tokens or req.max_tokens or 0
+        output = req.max_completion_tokens or req.max_tokens
         return cls(
             tools=bool(req.tools),
             json=bool(fmt) and fmt.type in ("json_object", "json_schema"),  # type: ignore[union-attr]
             vision=any(p.type == "image_url" for m in req.messages if isinstance(m.content, list) for p in m.content),
             reasoning=min_reasoning or "none",
-            tokens=estimate_prompt_tokens(call) + (output if isinstance(output, int) else 0),
+            prompt_tokens=estimate_prompt_tokens(call),
+            max_tokens=output if isinstance(output, int) else None,
         )
 
 
@@ -95,6 +103,7 @@ class Plan(msgspec.Struct, kw_only=True):
     requested_provider: str | None
     strategy: str
     deployments: list[Deployment]
+    needs: Requirements
 
 
 def estimate_prompt_tokens(call: ChatCall) -> int:
@@ -310,15 +319,23 @@ class Router:
         self.rng = rng or random.Random()
         self._counters: dict[str, itertools.count[int]] = {}
 
-    def plan(self, table: RouteTable, model: str, needs: Requirements, now: float) -> Plan:
+    def plan(self, table: RouteTable, model: str, needs: Requirements, now: float,
+             allow: Callable[[str], bool] | None = None) -> Plan:
         group, provider = table.resolve(model)
+        if allow is not None and not allow(model):
+            # The key may not use the name it sent, but may use some of what it stands for.
+            kept = [i for i, d in enumerate(group.members) if allow(d.key)]
+            weights = tuple(group.weights[i] for i in kept) if group.weights else None
+            group = msgspec.structs.replace(group, members=tuple(group.members[i] for i in kept), weights=weights)
+            if not group.members:
+                raise PermissionDenied(f"This key is not allowed to use the model '{model}'.", param="model")
         candidates = capable(group, needs)
         ordered = self._order(group, candidates)
         healthy = [d for d in ordered if self.health.available(d.key, d.provider.name, now)]
         # Open circuits are skipped while others exist; when all are open, try them anyway rather than
         # refuse without asking (the cooldown may just not have passed).
         return Plan(requested_model=model, requested_provider=provider, strategy=group.strategy,
-                    deployments=healthy or ordered)
+                    deployments=healthy or ordered, needs=needs)
 
     def _order(self, group: Group, candidates: list[Deployment]) -> list[Deployment]:
         if len(candidates) < 2:

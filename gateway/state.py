@@ -18,18 +18,22 @@ from pathlib import Path
 
 from gateway.catalog import CatalogFile, load_builtin
 from gateway.config import Config, ConfigError, load_config_file
+from gateway.governance import Governor, config_principals
 from gateway.health import HealthBook
 from gateway.keys import KeyRing
+from gateway.limits import period_start_day
 from gateway.pipeline import Pipeline
 from gateway.router import RouteTable
 from gateway.store import Store
 from gateway.upstream import Upstream
+from gateway.usage import UsageRecorder
 
 log = logging.getLogger("gateway")
 
 KEY_POLL_SECONDS = 0.5
 LAST_USED_FLUSH_SECONDS = 5.0
 SETTLE_SECONDS = 0.1
+PRUNE_SECONDS = 3600.0
 # Changing these needs a restart: the listening socket and the database are opened once.
 RESTART_ONLY = ("host", "port", "workers", "data_dir")
 
@@ -50,15 +54,19 @@ class ReloadResult:
 class GatewayState:
     def __init__(self, config: Config, *, store: Store | None = None, upstream: Upstream | None = None,
                  catalog: CatalogFile | None = None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.catalog = catalog or load_builtin()
         self.runtime = Runtime(config=config, table=RouteTable(config, self.catalog))
         self._own_store = store is None
         self.store: Store | None = store
         self.upstream = upstream or Upstream()
         self.health = HealthBook(config.routing)
-        self.pipeline = Pipeline(self.upstream, self.health, clock=clock, sleep=sleep)
+        self.governor = Governor(config, clock=wall_clock)
+        self.pipeline = Pipeline(self.upstream, self.health, governor=self.governor, clock=clock, sleep=sleep)
         self.keys = KeyRing()
+        self.keys.set_config_keys(config_principals(config))
+        self.usage = UsageRecorder(config.usage)
         self.last_reload = ReloadResult(at=time.time(), ok=True, message="loaded at start")
         self._reload_now = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -72,8 +80,11 @@ class GatewayState:
         if self.store is None:
             self.store = await Store.open(self.config.data_dir)
         await self.keys.refresh(self.store, force=True)
+        await self._load_spend()
+        self.usage.start(self.store)
         await self.upstream.start()
         self._tasks.append(asyncio.create_task(self._watch_keys(), name="gateway-keys"))
+        self._tasks.append(asyncio.create_task(self._prune(), name="gateway-retention"))
         if self.config.path is not None:
             self._listen_for_sighup()
             self._tasks.append(asyncio.create_task(self._watch_config(), name="gateway-config"))
@@ -88,6 +99,7 @@ class GatewayState:
                 await task
         self._tasks.clear()
         await self.upstream.close()
+        await self.usage.stop()  # every queued usage record lands before the store closes
         if self.store is not None:
             await self.store.touch_keys(self.keys.take_last_used())
             if self._own_store:
@@ -116,7 +128,11 @@ class GatewayState:
             log.warning("config reloaded, but server.%s only take effect after a restart", ", server.".join(changed))
         self.health.reconfigure(config.routing)
         self.health.clear_provider_marks()
+        self.governor.reconfigure(config)
+        self.usage.cfg = config.usage
+        self.keys.set_config_keys(config_principals(config))
         self.runtime = Runtime(config=config, table=table)
+        self._keys_changed()
         log.info("config reloaded from %s (%d providers)", path, len(config.providers))
         self.last_reload = ReloadResult(at=time.time(), ok=True, message=f"reloaded from {path}")
         return self.last_reload
@@ -157,6 +173,7 @@ class GatewayState:
             await asyncio.sleep(KEY_POLL_SECONDS)
             try:
                 if await self.keys.refresh(self.store):
+                    self._keys_changed()
                     log.info("key ring reloaded")
                 since_flush += KEY_POLL_SECONDS
                 if since_flush >= LAST_USED_FLUSH_SECONDS:
@@ -164,6 +181,43 @@ class GatewayState:
                     await self.store.touch_keys(self.keys.take_last_used())
             except Exception:
                 log.exception("key ring refresh failed; keeping the keys in memory")
+
+
+    def _keys_changed(self) -> None:
+        for principal in self.keys.principals:
+            self.governor.configure_key(principal)
+
+    async def _load_spend(self) -> None:
+        """Budgets start from what the database says was spent in each key's and project's period."""
+        assert self.store is not None
+        now = time.time()
+        periods = {p.budget_period for p in self.keys.principals} | {
+            p.budget_period for p in self.config.projects.values()}
+        by_key: dict[str, dict[str, float]] = {}
+        by_project: dict[str, dict[str, float]] = {}
+        for period in periods:
+            day = period_start_day(period, now)
+            by_key[period] = await self.store.spend_since(day, by="key_id")
+            by_project[period] = await self.store.spend_since(day, by="project")
+        for principal in self.keys.principals:
+            self.governor.configure_key(principal, by_key.get(principal.budget_period, {}).get(principal.key_id, 0.0))
+        project_spend = {name: by_project.get(p.budget_period, {}).get(name, 0.0)
+                         for name, p in self.config.projects.items()}
+        self.governor.load_project_spend(project_spend)
+
+    async def _prune(self) -> None:
+        """Request records older than usage.retention_days go; the daily aggregates stay."""
+        assert self.store is not None
+        while True:
+            try:
+                cutoff = time.time() - self.config.usage.retention_days * 86400
+                deleted = await self.store.prune_requests(cutoff)
+                if deleted:
+                    log.info("pruned %d request records older than %g days", deleted,
+                             self.config.usage.retention_days)
+            except Exception:
+                log.exception("pruning request records failed")
+            await asyncio.sleep(PRUNE_SECONDS)
 
 
 def _mtime(path: Path) -> tuple[int, int] | None:

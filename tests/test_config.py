@@ -34,12 +34,15 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
+NAMED_TABLES = ("providers", "routes", "projects", "limits.providers")
+
+
 def _present_paths(value: Any, prefix: str = "") -> set[str]:
     present: set[str] = set()
     if isinstance(value, dict):
         for key, inner in value.items():
             # Tables keyed by a user's name (providers.NAME, routes.NAME) read as '*'.
-            step = "*" if prefix.rstrip(".") in ("providers", "routes") else key
+            step = "*" if prefix.rstrip(".") in NAMED_TABLES else key
             path = prefix + step
             present.add(path)
             present |= _present_paths(inner, path + ".")
@@ -64,7 +67,7 @@ def test_example_decodes_and_shows_every_option(clean_env: pytest.MonkeyPatch) -
     assert {"server.port", "providers.*.api_key", "routes.*.weights", "models[].pricing.cache_write"} <= expected
     present = _present_paths(tomllib.loads(EXAMPLE.read_text()))
     assert expected - present == set(), "config.example.toml is missing options"
-    assert {p for p in present if not p.startswith("providers.*.headers.")} - expected == {"providers.*", "routes.*"}
+    assert {p for p in present if not p.startswith("providers.*.headers.")} - expected == {f"{t}.*" for t in NAMED_TABLES}
 
 
 def test_no_file_uses_embedded_defaults_and_env_providers(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:

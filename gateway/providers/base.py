@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from gateway.catalog import Pricing
 from gateway.chat import ChatCall
 from gateway.config import Provider
 from gateway.errors import GatewayError
@@ -36,6 +37,17 @@ class ResponseContext(msgspec.Struct, kw_only=True):
     include_usage: bool = False
     created: int = msgspec.field(default_factory=lambda: int(time.time()))
     metadata: dict[str, Any] | None = None  # routing metadata, set by the pipeline once the target answered
+    # Set by the pipeline: add the cost_usd_* fields to every usage object (null when pricing is None).
+    report_cost: bool = False
+    pricing: Pricing | None = None
+
+    def priced(self, usage: Usage) -> Usage:
+        """The usage object the client sees."""
+        if not self.report_cost:
+            return usage
+        from gateway.usage import with_cost  # usage imports store; keep adapters' imports light
+
+        return with_cost(usage, self.pricing)
 
     @property
     def completion_id(self) -> str:

@@ -64,7 +64,7 @@ class ChunkWriter:
                                  metadata=self.ctx.metadata)
 
     def usage(self, usage: Usage) -> bytes:
-        return self._chunk([], usage=usage, metadata=self.ctx.metadata)
+        return self._chunk([], usage=self.ctx.priced(usage), metadata=self.ctx.metadata)
 
     def done(self, usage: Usage | None) -> bytes:
         """After every choice's finish chunk: the usage chunk if ``include_usage`` was set, then ``[DONE]``."""
@@ -85,7 +85,7 @@ def completion_of(ctx: ResponseContext, choices: list[Choice], usage: Usage | No
     """A ``chat.completion`` with several choices (``n`` > 1)."""
     body = ChatCompletion(id=ctx.completion_id, created=ctx.created, model=ctx.public_model, choices=choices)
     if usage is not None:
-        body.usage = usage
+        body.usage = ctx.priced(usage)
     if ctx.metadata is not None:
         body.metadata = ctx.metadata
     return encoder.encode(body)

@@ -19,16 +19,21 @@ from gateway.upstream import UpstreamRequest
 from gateway.wire.openai import RawObject, Usage, encoder, raw_object_decoder
 
 _usage_decoder: msgspec.json.Decoder[Usage | None] = msgspec.json.Decoder(Usage | None)
+_EMPTY_LIST = msgspec.Raw(b"[]")
+COST_FIELDS = ("cost_usd_total", "cost_usd_input", "cost_usd_cached_input", "cost_usd_output")
 _JSON = {"content-type": "application/json"}
 
 
 def build_request(call: ChatCall, target: Target) -> UpstreamRequest:
-    return UpstreamRequest(
-        provider=target.provider,
-        url=f"{target.provider.base_url}/chat/completions",
-        body=call.body_with_model(target.model),
-        headers=_JSON,
-    )
+    if call.stream and target.provider.stream_usage and not call.include_usage:
+        # Ask for the usage chunk even when the client did not, so spend is settled from the provider's
+        # own count; the translator keeps that chunk from a client that did not ask for it.
+        options = msgspec.to_builtins(call.request.stream_options) if call.request.stream_options else {}
+        body = call.body_with_model(target.model, stream_options={**options, "include_usage": True})
+    else:
+        body = call.body_with_model(target.model)
+    return UpstreamRequest(provider=target.provider, url=f"{target.provider.base_url}/chat/completions", body=body,
+                           headers=_JSON)
 
 
 class _FinishOnly(msgspec.Struct):
@@ -46,9 +51,17 @@ def _rewrite(raw: RawObject, ctx: ResponseContext) -> Usage | None:
     if usage_raw is None:
         return None
     try:
-        return _usage_decoder.decode(usage_raw)
+        usage = _usage_decoder.decode(usage_raw)
     except msgspec.ValidationError:
         return None  # a compatible server with an odd usage shape: forwarded as-is, just not counted
+    if usage is not None and ctx.report_cost:
+        # Only the usage member is re-encoded, with the cost fields added; the rest stays as sent.
+        members = raw_object_decoder.decode(usage_raw)
+        priced = ctx.priced(usage)
+        for name in COST_FIELDS:
+            members[name] = msgspec.Raw(encoder.encode(getattr(priced, name)))
+        raw["usage"] = msgspec.Raw(encoder.encode(members))
+    return usage
 
 
 def _attach_metadata(raw: RawObject, ctx: ResponseContext) -> None:
@@ -99,6 +112,8 @@ class _PassThrough:
         usage = _rewrite(raw, self.ctx)
         if usage is not None:
             self.usage = usage
+            if not self.ctx.include_usage and raw.get("choices") == _EMPTY_LIST:
+                return []  # the usage chunk the gateway asked for on its own behalf
         if _is_final(raw, usage):
             _attach_metadata(raw, self.ctx)
         return [encode_data(encoder.encode(raw))]

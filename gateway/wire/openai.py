@@ -189,9 +189,15 @@ class Usage(msgspec.Struct, kw_only=True):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
-    prompt_tokens_details: PromptTokensDetails | UnsetType = UNSET
-    completion_tokens_details: CompletionTokensDetails | UnsetType = UNSET
+    # null from some OpenAI-compatible servers (vLLM), so None is accepted too.
+    prompt_tokens_details: PromptTokensDetails | UnsetType | None = UNSET
+    completion_tokens_details: CompletionTokensDetails | UnsetType | None = UNSET
     reasoning_tokens: int | UnsetType = UNSET
+    # The gateway's cost of the request in USD, from the catalog's prices; null when the price is unknown.
+    cost_usd_total: float | UnsetType | None = UNSET
+    cost_usd_input: float | UnsetType | None = UNSET
+    cost_usd_cached_input: float | UnsetType | None = UNSET
+    cost_usd_output: float | UnsetType | None = UNSET
 
 
 class ChatCompletion(msgspec.Struct, kw_only=True):

@@ -1,0 +1,395 @@
+"""The scenarios of the issue, each a function of the run: it drives load, records raw figures in
+``run.figures[name]`` and judges them with ``run.check`` (issue targets) and ``run.guard`` (the gross
+regressions that fail ``--quick`` in CI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+from bench import drivers, servers
+from bench.drivers import Target
+from bench.http import StreamTrace
+from bench.procs import Layout, tree_rss_mb
+from bench.servers import ANTHROPIC_MODEL, GEMINI_MODEL, OPENAI_MODEL, Server
+from bench.stats import added, percentile, slope_per_minute, summary
+
+MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello"}]
+RATE = 1000.0
+STALL_S = 1.0  # a gap this long between two reads of a 20 ms-paced stream is a stall
+
+
+@dataclass
+class Options:
+    quick: bool
+    with_litellm: bool
+    soak_seconds: float
+    gateway_src: Path
+
+
+@dataclass
+class Check:
+    scenario: str
+    name: str
+    value: float | None  # None: not measured here (n/a)
+    unit: str
+    target: str
+    met: bool | None
+    guard: bool = False
+
+
+@dataclass
+class Run:
+    opts: Options
+    layout: Layout
+    workdir: Path
+    mock: Server
+    floor: Server
+    gateway: Server
+    litellm: Server | None
+    use_wrk: bool
+    figures: dict[str, Any] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+
+    # ------------------------------------------------------------------------------ judging
+
+    def _judge(self, scenario: str, name: str, value: float | None, unit: str, op: str, limit: float,
+               guard: bool, shown: str | None) -> None:
+        met = None if value is None else (not math.isnan(value) and (value <= limit if op == "<=" else
+                                                                      value >= limit))
+        target = shown or f"{'≤' if op == '<=' else '≥'} {limit:g}{' ' + unit if unit else ''}"
+        self.checks.append(Check(scenario, name, value, unit, target, met, guard))
+
+    def check(self, scenario: str, name: str, value: float | None, unit: str, op: str, limit: float,
+              shown: str | None = None) -> None:
+        """An issue target: reported met or not, never fails the run."""
+        self._judge(scenario, name, value, unit, op, limit, False, shown)
+
+    def guard(self, scenario: str, name: str, value: float, unit: str, op: str, limit: float,
+              shown: str | None = None) -> None:
+        """A regression guard: any failure makes the run exit non-zero."""
+        self._judge(scenario, name, value, unit, op, limit, True, shown)
+
+    # ------------------------------------------------------------------------------ targets
+
+    def server(self, name: str) -> tuple[Server, str]:
+        """The server and model for a target name; the floor and direct get the mock's own model name."""
+        if name in ("direct", "floor"):
+            return (self.mock if name == "direct" else self.floor), "gpt-4o-mini"
+        if name == "litellm":
+            assert self.litellm is not None
+            return self.litellm, OPENAI_MODEL
+        model = {"gateway": OPENAI_MODEL, "gateway-anthropic": ANTHROPIC_MODEL, "gateway-gemini": GEMINI_MODEL}[name]
+        return self.gateway, model
+
+    def target(self, name: str, *, stream: bool = False) -> Target:
+        server, model = self.server(name)
+        body: dict[str, Any] = {"model": model, "messages": MESSAGES}
+        if stream:
+            body["stream"] = True
+        return Target.post(name, server.port, "/v1/chat/completions", json.dumps(body).encode(), server.auth,
+                           close=stream)
+
+    def peers(self, *names: str) -> list[str]:
+        """The given targets, plus LiteLLM when it runs in this run."""
+        return [*names, "litellm"] if self.litellm is not None else list(names)
+
+    def mock_knobs(self, **knobs: float) -> None:
+        defaults = {"delay_ms": 0, "chunks": 8, "chunk_ms": 0, "size": 64, "error_rate": 0}
+        servers.configure_mock(self.mock, **{**defaults, **knobs})
+
+
+def _ms(value: float) -> float:
+    return round(value, 3)
+
+
+# ------------------------------------------------------------------------------------- scenarios
+
+
+def startup(run: Run) -> None:
+    """Fresh gateways, each timed from exec to its first 200 on /readyz, then its idle RSS."""
+    times, rss = [], []
+    for i in range(1 if run.opts.quick else 3):
+        config, port = servers.write_gateway_config(run.workdir / f"startup-{i}", run.mock)
+        key = servers.create_key(run.opts.gateway_src, config)
+        gateway = servers.start_gateway(run.opts.gateway_src, config, port, key, run.layout.server)
+        try:
+            times.append(gateway.startup_s)
+            time.sleep(1.0)  # let start-up work (key ring load, first config poll) settle before "idle"
+            rss.append(tree_rss_mb(gateway.proc.pid))
+        finally:
+            gateway.proc.stop()
+    fig: dict[str, Any] = {"startup_s": times, "idle_rss_mb": rss}
+    if run.litellm is not None:
+        fig["litellm"] = {"startup_s": run.litellm.startup_s, "idle_rss_mb": run.figures["litellm_idle_rss_mb"]}
+    run.figures["startup"] = fig
+    run.check("startup", "exec to first 200 on /readyz (median)", median(times), "s", "<=", 1.0)
+    run.check("memory", "idle RSS, process tree (median)", median(rss), "MB", "<=", 100)
+    run.guard("memory", "idle RSS, process tree (median)", median(rss), "MB", "<=", 200)
+
+
+def latency(run: Run) -> None:
+    """One request in flight, 0 ms mock: interleaved rounds of direct / floor / gateway requests."""
+    run.mock_knobs()
+    rounds, per_round = (3, 150) if run.opts.quick else (5, 400)
+    names = run.peers("direct", "floor", "gateway")
+    results = asyncio.run(drivers.probe([run.target(n) for n in names], rounds=rounds, per_round=per_round))
+    fig: dict[str, Any] = {"rounds": rounds, "per_round": per_round, "ms": {}}
+    for name in names:
+        pooled = [v for r in results[name] for v in r]
+        fig["ms"][name] = {k: _ms(v) for k, v in summary(pooled).items()}
+        if name != "direct":
+            fig["ms"][name]["added_p50"] = _ms(added(results[name], results["direct"], 50))
+            fig["ms"][name]["added_p99"] = _ms(added(results[name], results["direct"], 99))
+    run.figures["latency"] = fig
+    gw = fig["ms"]["gateway"]
+    run.check("latency", "added p50, one in flight", gw["added_p50"], "ms", "<=", 1)
+    run.check("latency", "added p99, one in flight", gw["added_p99"], "ms", "<=", 3)
+    run.guard("latency", "added p50, one in flight", gw["added_p50"], "ms", "<=", 5)
+
+
+def fixed_rate(run: Run) -> None:
+    """Open loop at 1,000 req/s against a 20 ms mock; the gateway's RSS is sampled throughout."""
+    run.mock_knobs(delay_ms=20)
+    seconds = 5 if run.opts.quick else 15
+    fig: dict[str, Any] = {"rate": RATE, "seconds": seconds, "mock_delay_ms": 20, "ms": {}}
+    peak = [0.0]
+
+    def sample() -> None:
+        peak[0] = max(peak[0], tree_rss_mb(run.gateway.proc.pid))
+
+    for name in run.peers("direct", "floor", "gateway"):
+        on_tick: Callable[[], None] | None = sample if name == "gateway" else None
+        result = asyncio.run(drivers.open_loop(run.target(name), rate=RATE, seconds=seconds, on_tick=on_tick))
+        fig["ms"][name] = {**{k: _ms(v) for k, v in summary(result.latencies_ms).items()},
+                           "errors": result.errors, "sent": result.sent, "max_lag_ms": _ms(result.max_lag_ms)}
+    direct, gw = fig["ms"]["direct"], fig["ms"]["gateway"]
+    for entry in fig["ms"].values():
+        entry["added_p50"] = _ms(entry["p50"] - direct["p50"])
+        entry["added_p99"] = _ms(entry["p99"] - direct["p99"])
+    fig["gateway_peak_rss_mb"] = round(peak[0], 1)
+    run.figures["fixed_rate"] = fig
+    run.check("fixed_rate", "added p50 at 1,000 req/s", gw["added_p50"], "ms", "<=", 1)
+    run.check("fixed_rate", "added p99 at 1,000 req/s", gw["added_p99"], "ms", "<=", 5)
+    run.check("fixed_rate", "errors at 1,000 req/s", gw["errors"], "", "<=", 0, "0")
+    run.guard("fixed_rate", "errors at 1,000 req/s", gw["errors"], "", "<=", 0, "0")
+    run.check("memory", "peak RSS under 1,000 req/s", peak[0], "MB", "<=", 200)
+
+
+def throughput(run: Run) -> None:
+    """Closed loop, 64 connections, 0 ms mock: the mock alone, the floor, the gateway in three dialects."""
+    run.mock_knobs()
+    seconds = 4 if run.opts.quick else 10
+    names = run.peers("direct", "floor", "gateway", "gateway-anthropic", "gateway-gemini")
+    fig: dict[str, Any] = {"connections": 64, "seconds": seconds, "rps": {}, "errors": {}}
+    for name in names:
+        result = drivers.closed_loop(run.target(name), connections=64, seconds=seconds, use_wrk=run.use_wrk)
+        fig["rps"][name] = round(result.rps, 1)
+        fig["errors"][name] = result.errors
+        fig["driver"] = result.driver
+    rps = fig["rps"]
+    fig["gateway_vs_floor"] = round(rps["gateway"] / rps["floor"], 3)
+    run.figures["throughput"] = fig
+    run.check("throughput", "req/s, 64 connections", rps["gateway"], "req/s", ">=", 3000)
+    run.check("throughput", "× the in-run floor", fig["gateway_vs_floor"], "×", ">=", 0.5)
+    run.guard("throughput", "× the in-run floor", fig["gateway_vs_floor"], "×", ">=", 0.3)
+    for dialect in ("anthropic", "gemini"):
+        ratio = round(rps[f"gateway-{dialect}"] / rps["gateway"], 3)
+        fig[f"{dialect}_vs_openai"] = ratio
+        run.check("throughput", f"{dialect.capitalize()} translation × OpenAI-compatible", ratio, "×", ">=", 0.7)
+    for name in ("gateway", "gateway-anthropic", "gateway-gemini"):
+        run.guard("throughput", f"errors ({name})", fig["errors"][name], "", "<=", 0, "0")
+
+
+def _span_gap_ms(trace: StreamTrace, chunks: int) -> float:
+    """Mean gap between content chunks: first to last event, over the paced intervals between them."""
+    assert trace.first_event is not None and trace.last_event is not None
+    return (trace.last_event - trace.first_event) * 1000 / (chunks - 1)
+
+
+def streaming(run: Run) -> None:
+    """Streams one at a time, interleaved: time to first token and the gap between chunks (10 at 5 ms)."""
+    chunks, chunk_ms = 10, 5
+    run.mock_knobs(chunks=chunks, chunk_ms=chunk_ms)
+    count = 30 if run.opts.quick else 150
+    names = run.peers("direct", "floor", "gateway")
+    traces = asyncio.run(drivers.stream_probe([run.target(n, stream=True) for n in names], count=count))
+    fig: dict[str, Any] = {"chunks": chunks, "chunk_ms": chunk_ms, "count": count, "ms": {}}
+    for name in names:
+        ttft = [t.first_event * 1000 for t in traces[name] if t.first_event is not None]
+        gaps = [_span_gap_ms(t, chunks) for t in traces[name]]
+        fig["ms"][name] = {"ttft": {k: _ms(v) for k, v in summary(ttft).items()},
+                           "gap_p50": _ms(percentile(gaps, 50))}
+    direct = fig["ms"]["direct"]
+    for entry in fig["ms"].values():
+        entry["added_ttft_p50"] = _ms(entry["ttft"]["p50"] - direct["ttft"]["p50"])
+        entry["added_ttft_p99"] = _ms(entry["ttft"]["p99"] - direct["ttft"]["p99"])
+        entry["added_gap"] = _ms(entry["gap_p50"] - direct["gap_p50"])
+    run.figures["streaming"] = fig
+    gw = fig["ms"]["gateway"]
+    run.check("streaming", "added TTFT p50", gw["added_ttft_p50"], "ms", "<=", 3)
+    run.check("streaming", "added TTFT p99", gw["added_ttft_p99"], "ms", "<=", 5)
+    run.check("streaming", "added inter-chunk gap", gw["added_gap"], "ms", "<=", 0.5)
+
+
+def streams500(run: Run) -> None:
+    """500 streams at once through the gateway, 64 chunks 20 ms apart each: all must end, none stall."""
+    count, chunks, chunk_ms = 500, 64, 20
+    run.mock_knobs(chunks=chunks, chunk_ms=chunk_ms)
+    traces = asyncio.run(drivers.concurrent_streams(run.target("gateway", stream=True), count=count, timeout=60))
+    complete = [t for t in traces if t.status == 200 and t.done and t.error is None]
+    stalled = [t for t in traces if t.max_gap > STALL_S]
+    durations = [t.last_event for t in complete if t.last_event is not None]
+    fig = {"streams": count, "chunks": chunks, "chunk_ms": chunk_ms, "completed": len(complete),
+           "stalled": len(stalled), "ideal_s": chunks * chunk_ms / 1000,
+           "duration_s": {k: round(v, 3) for k, v in summary(durations).items()},
+           "max_gap_s": round(max((t.max_gap for t in traces), default=math.nan), 3),
+           "errors": sorted({t.error or f"status {t.status}" for t in traces if t not in complete})[:5]}
+    run.figures["streams500"] = fig
+    run.check("streams500", "streams completed", len(complete), f"of {count}", ">=", count, f"all {count}")
+    run.check("streams500", f"streams stalled (a gap > {STALL_S:g} s)", len(stalled), "", "<=", 0, "0")
+    run.guard("streams500", "streams completed", len(complete), f"of {count}", ">=", count, f"all {count}")
+
+
+def soak(run: Run) -> None:
+    """1,000 req/s (20 ms mock) for --soak-seconds, RSS sampled each second; growth after the warm-up."""
+    seconds = run.opts.soak_seconds
+    if seconds <= 0:
+        run.figures["soak"] = {"skipped": "soak seconds is 0"}
+        run.check("memory", "RSS growth over the soak", None, "MB/min", "<=", 1)
+        return
+    run.mock_knobs(delay_ms=20)
+    samples: list[tuple[float, float]] = []
+    began = time.perf_counter()
+
+    def sample() -> None:
+        now = time.perf_counter() - began
+        if not samples or now - samples[-1][0] >= 1.0:
+            samples.append((now, tree_rss_mb(run.gateway.proc.pid)))
+
+    result = asyncio.run(drivers.open_loop(run.target("gateway"), rate=RATE, seconds=seconds, on_tick=sample))
+    warmup = min(60.0, seconds * 0.2)  # pools, caches and the allocator fill up first: not a leak
+    steady = [(t, v) for t, v in samples if t >= warmup]
+    growth = slope_per_minute(steady)
+    run.figures["soak"] = {
+        "seconds": seconds, "rate": RATE, "warmup_s": warmup, "errors": result.errors, "sent": result.sent,
+        "rss_first_mb": round(steady[0][1], 1) if steady else None,
+        "rss_last_mb": round(steady[-1][1], 1) if steady else None,
+        "growth_mb_per_min": round(growth, 3), "samples": [(round(t, 1), round(v, 2)) for t, v in samples],
+        "ms": {k: _ms(v) for k, v in summary(result.latencies_ms).items()},
+    }
+    run.check("memory", f"RSS growth over a {seconds:g} s soak", growth, "MB/min", "<=", 1)
+    run.guard("soak", "errors during the soak", result.errors, "", "<=", 0, "0")
+
+
+USAGE_OFF = "\n[usage]\nenabled = false\n"
+USAGE_ON = "\n[usage]\nenabled = true\n"
+
+
+def usage(run: Run) -> None:
+    """Usage recording on vs off at 1,000 req/s, when the gateway has a ``[usage] enabled`` setting."""
+    config, _ = servers.write_gateway_config(run.workdir / "usage-probe", run.mock, extra=USAGE_OFF)
+    probe = servers.gateway_cli(run.opts.gateway_src, "check-config", "--config", str(config))
+    if probe.returncode != 0:
+        note = (probe.stderr.strip().splitlines() or ["check-config refused it"])[0]
+        run.figures["usage"] = {"available": False, "note": f"no [usage] enabled setting: {note}"}
+        run.check("usage", "added p99, recording on vs off", None, "ms", "<=", 0.5)
+        run.check("usage", "usage rows lost", None, "", "<=", 0, "0")
+        return
+    run.mock_knobs(delay_ms=20)
+    seconds = 5 if run.opts.quick else 15
+    fig: dict[str, Any] = {"available": True, "rate": RATE, "seconds": seconds}
+    for label, extra in (("off", USAGE_OFF), ("on", USAGE_ON)):
+        config, port = servers.write_gateway_config(run.workdir / f"usage-{label}", run.mock, extra=extra)
+        key = servers.create_key(run.opts.gateway_src, config)
+        gateway = servers.start_gateway(run.opts.gateway_src, config, port, key, run.layout.server)
+        try:
+            target = Target.post("gateway", port, "/v1/chat/completions",
+                                 json.dumps({"model": OPENAI_MODEL, "messages": MESSAGES}).encode(), gateway.auth)
+            result = asyncio.run(drivers.open_loop(target, rate=RATE, seconds=seconds))
+        finally:
+            gateway.proc.stop()  # a clean stop flushes whatever recording buffers
+        fig[label] = {**{k: _ms(v) for k, v in summary(result.latencies_ms).items()}, "errors": result.errors,
+                      "sent": result.sent, "rows": _usage_rows(config.parent / "data")}
+    added_p99 = fig["on"]["p99"] - fig["off"]["p99"]
+    lost = fig["on"]["sent"] - fig["on"]["errors"] - fig["on"]["rows"] if fig["on"]["rows"] is not None else None
+    fig["added_p99_ms"], fig["rows_lost"] = _ms(added_p99), lost
+    run.figures["usage"] = fig
+    run.check("usage", "added p99, recording on vs off", added_p99, "ms", "<=", 0.5)
+    run.check("usage", "usage rows lost", lost, "", "<=", 0, "0")
+
+
+def _usage_rows(data_dir: Path) -> int | None:
+    """Rows in the store's usage table(s): any table whose name holds "usage"; None when there is none."""
+    path = data_dir / "gateway.db"
+    if not path.exists():
+        return None
+    with sqlite3.connect(path) as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE '%usage%'")]
+        if not tables:
+            return None
+        return sum(db.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables)
+
+
+def whole_box(run: Run) -> None:
+    """Two gateway workers, nothing pinned: the whole machine's figure (wrk, mock and gateway share it)."""
+    run.mock_knobs()
+    config, port = servers.write_gateway_config(run.workdir / "whole-box", run.mock, workers=2)
+    key = servers.create_key(run.opts.gateway_src, config)
+    gateway = servers.start_gateway(run.opts.gateway_src, config, port, key, run.layout.all)
+    own = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(run.mock.proc.pid, run.layout.all)
+        os.sched_setaffinity(0, run.layout.all)  # the load generator's processes inherit it
+        target = Target.post("gateway", port, "/v1/chat/completions",
+                             json.dumps({"model": OPENAI_MODEL, "messages": MESSAGES}).encode(), gateway.auth)
+        result = drivers.closed_loop(target, connections=64, seconds=10, use_wrk=run.use_wrk, threads=2)
+    finally:
+        os.sched_setaffinity(0, own)
+        os.sched_setaffinity(run.mock.proc.pid, run.layout.client)
+        gateway.proc.stop()
+    run.figures["whole_box"] = {"workers": 2, "rps": round(result.rps, 1), "errors": result.errors,
+                                "driver": result.driver}
+    run.check("whole_box", "req/s, 2 workers, unpinned", result.rps, "req/s", ">=", 0, "informational")
+
+
+def versus_litellm(run: Run) -> None:
+    """The gateway's figures against LiteLLM's from the same run."""
+    if run.litellm is None:
+        return
+    fig: dict[str, Any] = {}
+    if "throughput" in run.figures:
+        rps = run.figures["throughput"]["rps"]
+        fig["throughput_x"] = round(rps["gateway"] / max(rps["litellm"], 1e-9), 1)
+        run.check("litellm", "throughput × LiteLLM's", fig["throughput_x"], "×", ">=", 30)
+    if "latency" in run.figures:
+        ms = run.figures["latency"]["ms"]
+        fig["added_latency_share"] = round(ms["gateway"]["added_p50"] / ms["litellm"]["added_p50"], 4)
+        run.check("litellm", "added p50 ÷ LiteLLM's", fig["added_latency_share"], "", "<=", 1 / 9, "≤ 1/9")
+    if "streaming" in run.figures:
+        ms = run.figures["streaming"]["ms"]
+        fig["added_ttft_share"] = round(ms["gateway"]["added_ttft_p50"] / ms["litellm"]["added_ttft_p50"], 4)
+        run.check("litellm", "added TTFT p50 ÷ LiteLLM's", fig["added_ttft_share"], "", "<=", 1 / 9, "≤ 1/9")
+    if "startup" in run.figures:
+        share = median(run.figures["startup"]["idle_rss_mb"]) / run.figures["litellm_idle_rss_mb"]
+        fig["idle_rss_share"] = round(share, 3)
+        run.check("litellm", "idle RSS ÷ LiteLLM's", share, "", "<=", 1 / 3, "≤ 1/3")
+    run.figures["versus_litellm"] = fig
+
+
+# Run order: quiet measurements first, the long soak last; "whole_box" needs the full machine.
+SCENARIOS: dict[str, Callable[[Run], None]] = {
+    "startup": startup, "latency": latency, "streaming": streaming, "fixed_rate": fixed_rate,
+    "throughput": throughput, "streams500": streams500, "usage": usage, "whole_box": whole_box, "soak": soak,
+}
+QUICK_SKIPS = frozenset({"whole_box"})

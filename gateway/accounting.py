@@ -1,0 +1,110 @@
+"""One request's accounting: admission before it goes upstream, settlement and its usage record after.
+
+The unified, native and Messages routes all go through ``open_meter`` and ``Meter.finish``, so every
+request (stream or not, success or error, finished or abandoned by its client) settles its rate and
+budget holds exactly once and leaves exactly one usage record.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Literal
+
+import msgspec
+
+from gateway.catalog import Pricing
+from gateway.governance import Admission, Governor, Principal
+from gateway.router import Deployment
+from gateway.store import RequestRecord
+from gateway.usage import UsageRecorder, cost, counts, worst_case_cost
+from gateway.wire.openai import Usage
+
+# With neither max_tokens nor a catalog output limit, a reservation assumes this many output tokens.
+DEFAULT_OUTPUT_RESERVE = 4096
+Mode = Literal["unified", "native", "messages"]
+
+
+def worst_cost(deployments: list[Deployment], prompt_tokens: int, max_tokens: int | None) -> float | None:
+    """The most any candidate could cost; None if one of them has no known price."""
+    worst = 0.0
+    for deployment in deployments:
+        entry = deployment.entry
+        output = max_tokens or (entry.max_output_tokens if entry else None) or DEFAULT_OUTPUT_RESERVE
+        amount = worst_case_cost(prompt_tokens, output, entry.pricing if entry else None)
+        if amount is None:
+            return None
+        worst = max(worst, amount)
+    return worst
+
+
+class Meter:
+    __slots__ = ("admission", "catalog_version", "mode", "principal", "recorder", "request_id", "requested_model",
+                 "started", "stream", "ttft_ms")
+
+    def __init__(self, *, admission: Admission, recorder: UsageRecorder, principal: Principal, request_id: str,
+                 mode: Mode, stream: bool, requested_model: str | None, catalog_version: str) -> None:
+        self.admission = admission
+        self.recorder = recorder
+        self.principal = principal
+        self.request_id = request_id
+        self.mode = mode
+        self.stream = stream
+        self.requested_model = requested_model
+        self.catalog_version = catalog_version
+        self.started = time.perf_counter()
+        self.ttft_ms: float | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.admission.headers
+
+    def first_byte(self) -> None:
+        if self.ttft_ms is None:
+            self.ttft_ms = (time.perf_counter() - self.started) * 1000
+
+    def finish(self, *, status: int, provider: str | None, model: str | None, pricing: Pricing | None,
+               usage: Usage | None, attempts: int, error_type: str | None = None, routing: bytes | None = None) -> None:
+        """Settle the holds and queue the record; a second call does nothing."""
+        if self.admission.settled:
+            return
+        priced = cost(usage, pricing) if usage is not None else None
+        tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else None
+        # A request that produced no usage (refused upstream, failed before an answer) cost nothing.
+        self.admission.settle(tokens if usage is not None else 0, priced.total if priced else 0.0)
+        record = RequestRecord(
+            ts=time.time(), request_id=self.request_id, key_id=self.principal.key_id, key_name=self.principal.name,
+            project=self.admission.project, mode=self.mode, stream=self.stream,
+            requested_model=self.requested_model, provider=provider, model=model, attempts=attempts,
+            status=status, error_type=error_type,
+            latency_ms=round((time.perf_counter() - self.started) * 1000, 3),
+            ttft_ms=round(self.ttft_ms, 3) if self.ttft_ms is not None else None,
+            price_version=self.catalog_version if pricing is not None else None,
+            routing=routing.decode() if routing else None,
+            **counts(usage),
+        )
+        if priced is not None:
+            record.cost_input = priced.input
+            record.cost_cached_input = priced.cached_input
+            record.cost_cache_write = priced.cache_write
+            record.cost_output = priced.output
+            record.cost_total = priced.total
+        self.recorder.record(record)
+
+
+def open_meter(governor: Governor, recorder: UsageRecorder, principal: Principal, *, project: str | None,
+               tokens: int, worst_cost_usd: float | None, request_id: str, mode: Mode, stream: bool,
+               requested_model: str | None, catalog_version: str) -> Meter:
+    admission = governor.admit(principal, project, tokens, worst_cost_usd)
+    return Meter(admission=admission, recorder=recorder, principal=principal, request_id=request_id, mode=mode,
+                 stream=stream, requested_model=requested_model, catalog_version=catalog_version)
+
+
+def estimate_usage(prompt_tokens: int, completion_tokens: int) -> Usage:
+    """What a stream cut short by its client is charged: the prompt estimate and what was streamed."""
+    return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                 total_tokens=prompt_tokens + completion_tokens)
+
+
+def encode_routing(trail: Sequence[msgspec.Struct]) -> bytes:
+    return msgspec.json.encode(trail)

@@ -1,0 +1,59 @@
+"""Admin JSON endpoints, for scripts: the admin token as a bearer (never a proxy key)."""
+
+from __future__ import annotations
+
+import datetime
+import hmac
+from typing import Any
+
+from litestar import Request, Response, get
+
+from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
+from gateway.routes.context import gateway_state
+from gateway.state import GatewayState
+from gateway.usage_report import BY_CHOICES, AggregateReport, as_csv
+from gateway.wire.openai import encoder
+
+
+def require_admin(state: GatewayState, authorization: str | None) -> None:
+    token = state.config.admin.token
+    if token is None:
+        raise PermissionDenied("The admin API is off: set [admin] token in config.toml.", code="admin_disabled")
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise AuthenticationFailed("The admin API needs 'Authorization: Bearer <admin token>'.",
+                                   code="invalid_admin_token")
+
+
+def _day(value: str | None, param: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return datetime.date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise InvalidRequest(f"'{param}' must be a date as YYYY-MM-DD.", param=param) from None
+
+
+@get("/admin/api/usage")
+async def usage_aggregates(request: Request[Any, Any, Any]) -> Response[bytes | str]:
+    """Totals by key, model, project or day; ?since=&until= (YYYY-MM-DD, UTC), ?key=&project=&model=,
+    ?format=csv."""
+    state = gateway_state(request)
+    require_admin(state, request.headers.get("authorization"))
+    params = request.query_params
+    by = params.get("by", "key")
+    if by not in BY_CHOICES:
+        raise InvalidRequest(f"'by' must be one of {', '.join(BY_CHOICES)}.", param="by")
+    since, until = _day(params.get("since"), "since"), _day(params.get("until"), "until")
+    assert state.store is not None
+    key_id = None
+    if params.get("key"):
+        row = await state.store.find_key(params["key"])
+        key_id = row.id if row else f"cfg_{params['key']}"
+    rows = await state.store.aggregate(by, since=since, until=until, key_id=key_id,
+                                       project=params.get("project"), model=params.get("model"))
+    if params.get("format") == "csv":
+        return Response(as_csv(by, rows), media_type="text/csv",
+                        headers={"content-disposition": f'attachment; filename="usage-by-{by}.csv"'})
+    return Response(encoder.encode(AggregateReport(by=by, since=since, until=until, data=rows)),
+                    media_type="application/json")

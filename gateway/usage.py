@@ -1,0 +1,163 @@
+"""Usage: what a request cost, and the queue that takes its record to the database.
+
+Costs come from the catalog's prices (USD per 1M tokens). OpenAI-format usage counts cached and
+cache-write tokens inside ``prompt_tokens`` and reasoning inside ``completion_tokens``, so:
+uncached input = prompt - cached - cache write, each priced at its own rate. A model without an input
+or output price gets no cost at all (null), never an invented one; a missing cached-input or
+cache-write price falls back to the input price (what providers without a cache discount charge).
+
+Records go through a bounded in-memory queue to one writer task that commits them in batches; the
+request path only does ``put_nowait``. On a clean stop the writer drains the queue before the store
+closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import msgspec
+
+from gateway.catalog import Pricing
+from gateway.config import UsageConfig
+from gateway.store import RequestRecord, Store
+from gateway.wire.openai import Usage
+
+log = logging.getLogger("gateway.usage")
+
+PER_TOKEN = 1e-6  # prices are per 1M tokens
+
+
+class Cost(msgspec.Struct, frozen=True, kw_only=True):
+    input: float
+    cached_input: float
+    cache_write: float
+    output: float
+
+    @property
+    def total(self) -> float:
+        return self.input + self.cached_input + self.cache_write + self.output
+
+
+def cost(usage: Usage, pricing: Pricing | None) -> Cost | None:
+    if pricing is None or pricing.input is None or pricing.output is None:
+        return None
+    details = usage.prompt_tokens_details
+    cached = details.cached_tokens if details else 0
+    written = details.cache_write_tokens if details and isinstance(details.cache_write_tokens, int) else 0
+    uncached = max(usage.prompt_tokens - cached - written, 0)
+    cached_price = pricing.cached_input if pricing.cached_input is not None else pricing.input
+    write_price = pricing.cache_write if pricing.cache_write is not None else pricing.input
+    return Cost(
+        input=uncached * pricing.input * PER_TOKEN,
+        cached_input=cached * cached_price * PER_TOKEN,
+        cache_write=written * write_price * PER_TOKEN,
+        output=usage.completion_tokens * pricing.output * PER_TOKEN,
+    )
+
+
+def with_cost(usage: Usage, pricing: Pricing | None) -> Usage:
+    """The usage object clients see: the same counts plus the ``cost_usd_*`` fields (null when unknown)."""
+    priced = cost(usage, pricing)
+    return msgspec.structs.replace(
+        usage,
+        cost_usd_total=_round(priced.total) if priced else None,
+        cost_usd_input=_round(priced.input + priced.cache_write) if priced else None,
+        cost_usd_cached_input=_round(priced.cached_input) if priced else None,
+        cost_usd_output=_round(priced.output) if priced else None,
+    )
+
+
+def _round(value: float) -> float:
+    return round(value, 10)
+
+
+def worst_case_cost(prompt_tokens: int, max_output_tokens: int, pricing: Pricing | None) -> float | None:
+    """What a request could cost at most: every prompt token uncached, every output token used."""
+    if pricing is None or pricing.input is None or pricing.output is None:
+        return None
+    return (prompt_tokens * pricing.input + max_output_tokens * pricing.output) * PER_TOKEN
+
+
+def counts(usage: Usage | None) -> dict[str, int]:
+    """Token counts for a request record."""
+    if usage is None:
+        return {}
+    prompt = usage.prompt_tokens_details
+    completion = usage.completion_tokens_details
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "cached_tokens": prompt.cached_tokens if prompt else 0,
+        "cache_write_tokens": prompt.cache_write_tokens if prompt and isinstance(prompt.cache_write_tokens, int)
+        else 0,
+        "reasoning_tokens": completion.reasoning_tokens if completion else 0,
+    }
+
+
+class UsageRecorder:
+    """The bounded queue and its one batch writer."""
+
+    def __init__(self, cfg: UsageConfig) -> None:
+        self.store: Store | None = None
+        self.cfg = cfg
+        self._queue: asyncio.Queue[RequestRecord] = asyncio.Queue(maxsize=cfg.queue_size)
+        self._task: asyncio.Task[None] | None = None
+        self.written = 0
+        self.dropped = 0
+
+    def record(self, record: RequestRecord) -> None:
+        """Called on the request path: never waits."""
+        if not self.cfg.enabled:
+            return
+        try:
+            self._queue.put_nowait(record)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            log.error("usage queue full (%d records): dropping the record of request %s; is the disk stuck?",
+                      self.cfg.queue_size, record.request_id)
+
+    def start(self, store: Store) -> None:
+        self.store = store
+        self._task = asyncio.create_task(self._run(), name="gateway-usage-writer")
+
+    async def stop(self) -> None:
+        """Write everything still queued, then end."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while not self._queue.empty():
+            await self._write(self._take(self._queue.get_nowait()))
+
+    def _take(self, first: RequestRecord) -> list[RequestRecord]:
+        batch = [first]
+        while len(batch) < self.cfg.batch_size and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return batch
+
+    async def _run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            # Let a batch gather for a moment: one transaction for many rows is what makes recording cheap.
+            await asyncio.sleep(self.cfg.flush_interval_ms / 1000)
+            batch = self._take(first)
+            try:
+                await self._write(batch)
+            except asyncio.CancelledError:
+                await self._write(batch)  # a stop while writing: this batch still lands
+                raise
+
+    async def _write(self, batch: list[RequestRecord]) -> None:
+        started = time.perf_counter()
+        assert self.store is not None
+        try:
+            await self.store.write_requests(batch)
+        except Exception:
+            log.exception("could not write %d usage records", len(batch))
+            return
+        self.written += len(batch)
+        log.debug("wrote %d usage records in %.1f ms", len(batch), (time.perf_counter() - started) * 1000)
