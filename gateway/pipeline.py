@@ -18,8 +18,8 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass, field
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
