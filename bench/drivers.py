@@ -80,7 +80,7 @@ def _lua_string(text: str) -> str:
 
 def wrk(target: Target, *, connections: int, seconds: float, threads: int = 1) -> Throughput:
     """Closed loop with wrk: ``connections`` keep-alive connections each sending as fast as answered."""
-    headers = "\n".join(f"wrk.headers[{_lua_string(k)}] = {_lua_string(v)}" for k, v in target.headers.items())
+    headers = "\n".join(f"wrk.headers[ {_lua_string(k)} ] = {_lua_string(v)}" for k, v in target.headers.items())
     script = _WRK_SCRIPT.format(body=_lua_string(target.body.decode()), headers=headers)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script)
@@ -229,7 +229,7 @@ async def open_loop(target: Target, *, rate: float, seconds: float, max_connecti
             next_tick = now + 0.1
         if index < len(times):
             await asyncio.sleep(max(start + times[index] - loop.time(), 0))
-    done, pending = await asyncio.wait(tasks, timeout=30)
+    _, pending = await asyncio.wait(tasks, timeout=30)
     for task in pending:
         task.cancel()
     for conn in idle:

@@ -33,8 +33,8 @@ per-round percentile differences; streams are read over `connection: close` conn
 first token measured to the first `data:` byte. RSS is the sum of VmRSS over the gateway's process tree
 (granian main + workers), in MB of 10^6 bytes.
 
-`--quick` (CI guard, Python drivers only, about 1–2 minutes) fails only on gross regressions judged
-within the run: throughput < 0.3× the floor, added p50 > 5 ms, idle RSS > 200 MB, any error.
+`--quick` (CI guard, Python drivers only, about 1-2 minutes) fails only on gross regressions judged
+within the run: throughput < 0.3x the floor, added p50 > 5 ms, idle RSS > 200 MB, any error.
 """
 
 
@@ -77,7 +77,7 @@ def details(figures: dict[str, Any]) -> str:
     parts = []
     if "latency" in figures:
         fig = figures["latency"]
-        parts.append(f"**One request in flight** (0 ms mock; {fig['rounds']} rounds × {fig['per_round']} "
+        parts.append(f"**One request in flight** (0 ms mock; {fig['rounds']} rounds x {fig['per_round']} "
                      "requests per target), ms:\n")
         parts.append(_table(fig["ms"], ["p50", "p99", "max", "added_p50", "added_p99"]))
     if "fixed_rate" in figures:

@@ -111,13 +111,18 @@ def _clean(value: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     soak = args.soak_seconds if args.soak_seconds is not None else (0.0 if args.quick else 300.0)
-    opts = Options(quick=args.quick, with_litellm=args.with_litellm, soak_seconds=soak,
-                   gateway_src=args.gateway_src.resolve())
     lay = layout()
     os.sched_setaffinity(0, lay.client)  # this process is the load generator: it shares the mock's CPU
     use_wrk = drivers.wrk_available() and not args.quick
     began = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    # Measure one version throughout: a copy taken now, whatever is edited in the tree meanwhile.
+    snapshot = workdir / "src"
+    source = args.gateway_src.resolve()
+    shutil.copytree(source / "gateway", snapshot / "gateway", ignore=shutil.ignore_patterns("__pycache__"))
+    if (source / "web").is_dir():  # installed as gateway.web (pyproject's package-dir): same place here
+        shutil.copytree(source / "web", snapshot / "gateway" / "web", ignore=shutil.ignore_patterns("__pycache__"))
+    opts = Options(quick=args.quick, with_litellm=args.with_litellm, soak_seconds=soak, gateway_src=snapshot)
     started: list[servers.Server] = []
     figures: dict[str, Any] = {}
     checks: list[Check] = []

@@ -8,12 +8,14 @@ Native routes render the same objects in their provider's own shape (see ``provi
     ├── InvalidRequest                400 invalid_request_error   (param names the field)
     │   └── UnsupportedParameter      400 invalid_request_error   unsupported_parameter
     ├── AuthenticationFailed          401 authentication_error    invalid_api_key
+    │   └── KeyExpired                401 authentication_error    key_expired
     ├── PermissionDenied              403 permission_error        model_not_allowed
     ├── ModelNotFound                 404 invalid_request_error   model_not_found
     ├── RouteNotFound                 404 invalid_request_error   not_found
     ├── MethodNotAllowed              405 invalid_request_error   method_not_allowed
     ├── PayloadTooLarge               413 invalid_request_error   payload_too_large
     ├── RateLimited                   429 rate_limit_error        rate_limit_exceeded
+    ├── BudgetExceeded                429 insufficient_quota      budget_exceeded
     ├── NoProviders                   503 service_unavailable     no_providers_configured
     ├── UpstreamError                 (upstream's status)         (upstream's type and code)
     │   ├── UpstreamAuthFailed        502 upstream_error          upstream_auth_failed
@@ -98,6 +100,10 @@ class AuthenticationFailed(GatewayError):
     default_code = "invalid_api_key"
 
 
+class KeyExpired(AuthenticationFailed):
+    default_code = "key_expired"
+
+
 class PermissionDenied(GatewayError):
     status = 403
     type = "permission_error"
@@ -132,6 +138,14 @@ class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"
     default_code = "rate_limit_exceeded"
+
+
+class BudgetExceeded(GatewayError):
+    """Refused like OpenAI refuses an exhausted quota, so SDKs raise their usual RateLimitError."""
+
+    status = 429
+    type = "insufficient_quota"
+    default_code = "budget_exceeded"
 
 
 class NoProviders(GatewayError):
@@ -177,21 +191,20 @@ class UpstreamAuthFailed(UpstreamError):
     default_code = "upstream_auth_failed"
 
     def __init__(self, message: str, *, provider: str | None = None) -> None:
-        super().__init__(message, status=502, error_type="upstream_error", provider=provider)
+        super().__init__(message, status=502, error_type=self.type, provider=provider)
 
 
 class UpstreamOverloaded(UpstreamError):
     """Anthropic's 529 (and similar): the provider is overloaded, retry later."""
 
     status = 503
+    type = "overloaded_error"
     default_code = "upstream_overloaded"
 
     def __init__(
         self, message: str, *, provider: str | None = None, headers: dict[str, str] | None = None
     ) -> None:
-        super().__init__(
-            message, status=503, error_type="overloaded_error", provider=provider, headers=headers
-        )
+        super().__init__(message, status=503, error_type=self.type, provider=provider, headers=headers)
 
 
 class UpstreamUnreachable(GatewayError):

@@ -17,20 +17,8 @@ from dataclasses import dataclass, field
 import msgspec
 
 from gateway.config import Config, parse_expiry
-from gateway.errors import AuthenticationFailed, GatewayError, PermissionDenied, RateLimited
+from gateway.errors import BudgetExceeded, KeyExpired, PermissionDenied, RateLimited
 from gateway.limits import Budget, TokenBucket, format_reset
-
-
-class BudgetExceeded(GatewayError):
-    """Refused like OpenAI refuses an exhausted quota, so SDKs raise their usual RateLimitError."""
-
-    status = 429
-    type = "insufficient_quota"
-    default_code = "budget_exceeded"
-
-
-class KeyExpired(AuthenticationFailed):
-    default_code = "key_expired"
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):

@@ -12,9 +12,13 @@ import hmac
 import secrets
 import time
 
+import msgspec
+
+from gateway.config import Config
 from gateway.errors import AuthenticationFailed
-from gateway.governance import Principal
-from gateway.store import KeyLimits, KeyRow, Store
+from gateway.governance import Principal, config_principals
+from gateway.limits import period_start_day
+from gateway.store import DuplicateName, KeyLimits, KeyRow, Store
 
 SECRET_PREFIX = "sk-proxy-"
 DISPLAY_PREFIX_LEN = len(SECRET_PREFIX) + 4
@@ -104,3 +108,96 @@ class KeyRing:
     def take_last_used(self) -> dict[str, float]:
         taken, self.last_used = self.last_used, {}
         return taken
+
+
+# ---------------------------------------------------------------------------------- operations
+# The CLI and the admin page manage keys through these, so both behave the same.
+
+
+class KeyOperationError(ValueError):
+    """A key operation that cannot be done, with the reason for the person who asked."""
+
+
+class KeyView(msgspec.Struct, kw_only=True):
+    """A key as listed: never its secret."""
+
+    id: str
+    name: str
+    source: str  # "cli" or "config"
+    prefix: str | None
+    created_at: float | None
+    last_used_at: float | None
+    revoked_at: float | None
+    project: str | None
+    budget_usd: float | None
+    budget_period: str
+    spent_usd: float
+    rpm: int | None
+    tpm: int | None
+    models: list[str] | None
+    expires_at: float | None
+
+
+def validate_limits(limits: KeyLimits) -> KeyLimits:
+    if limits.budget_usd is not None and limits.budget_usd < 0:
+        raise KeyOperationError("--budget-usd must not be negative")
+    if limits.budget_period not in ("day", "week", "month", "total"):
+        raise KeyOperationError("--budget-period must be day, week, month or total")
+    for name, value in (("--rpm", limits.rpm), ("--tpm", limits.tpm)):
+        if value is not None and value <= 0:
+            raise KeyOperationError(f"{name} must be a positive number (or 'none')")
+    if limits.models is not None and not all(p.strip() for p in limits.models):
+        raise KeyOperationError("--models needs comma-separated patterns, e.g. 'openai/*,smart'")
+    return limits
+
+
+async def create(store: Store, config: Config, name: str, limits: KeyLimits) -> tuple[str, KeyRow]:
+    if any(k.name == name for k in config.keys):
+        raise KeyOperationError(f"a key named {name!r} is declared in the config file")
+    try:
+        return await create_key(store, name, validate_limits(limits))
+    except DuplicateName:
+        raise KeyOperationError(f"a key named {name!r} already exists") from None
+
+
+async def find_editable(store: Store, config: Config, name_or_id: str) -> KeyRow:
+    if any(k.name == name_or_id or f"cfg_{k.name}" == name_or_id for k in config.keys):
+        raise KeyOperationError(f"key {name_or_id!r} is declared in {config.path or 'the config file'}: edit it there")
+    row = await store.find_key(name_or_id)
+    if row is None:
+        raise KeyOperationError(f"no key named or with id {name_or_id!r}")
+    return row
+
+
+async def update(store: Store, config: Config, name_or_id: str, changes: dict[str, object]) -> KeyRow:
+    row = await find_editable(store, config, name_or_id)
+    current = {f: getattr(row, f) for f in KeyLimits.__struct_fields__}
+    limits = validate_limits(msgspec.convert({**current, **changes}, KeyLimits))
+    await store.update_key(row.id, limits)
+    return msgspec.structs.replace(row, **msgspec.structs.asdict(limits))
+
+
+async def revoke(store: Store, config: Config, name_or_id: str) -> tuple[KeyRow, bool]:
+    """Returns the key and whether this call revoked it (False: it already was)."""
+    row = await find_editable(store, config, name_or_id)
+    if row.revoked_at is not None:
+        return row, False
+    await store.revoke_key(row.id)
+    return row, True
+
+
+async def list_keys(store: Store, config: Config, now: float) -> list[KeyView]:
+    rows = await store.list_keys()
+    principals = [(row, principal_of(row)) for row in rows] + [(None, p) for _, p in config_principals(config)]
+    spend: dict[str, dict[str, float]] = {}
+    for period in {p.budget_period for _, p in principals}:
+        spend[period] = await store.spend_since(period_start_day(period, now), by="key_id")
+    views = []
+    for row, p in principals:
+        views.append(KeyView(
+            id=p.key_id, name=p.name, source=p.source, prefix=row.prefix if row else None,
+            created_at=row.created_at if row else None, last_used_at=row.last_used_at if row else None,
+            revoked_at=row.revoked_at if row else None, project=p.project, budget_usd=p.budget_usd,
+            budget_period=p.budget_period, spent_usd=spend[p.budget_period].get(p.key_id, 0.0), rpm=p.rpm,
+            tpm=p.tpm, models=list(p.models) if p.models is not None else None, expires_at=p.expires_at))
+    return views

@@ -103,7 +103,9 @@ class UsageRecorder:
     def __init__(self, cfg: UsageConfig) -> None:
         self.store: Store | None = None
         self.cfg = cfg
-        self._queue: asyncio.Queue[RequestRecord] = asyncio.Queue(maxsize=cfg.queue_size)
+        # None is the stop signal: it queues behind every record, so all of them are written first.
+        self._queue: asyncio.Queue[RequestRecord | None] = asyncio.Queue(maxsize=cfg.queue_size + 1)
+        self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.written = 0
         self.dropped = 0
@@ -124,32 +126,38 @@ class UsageRecorder:
         self._task = asyncio.create_task(self._run(), name="gateway-usage-writer")
 
     async def stop(self) -> None:
-        """Write everything still queued, then end."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        while not self._queue.empty():
-            await self._write(self._take(self._queue.get_nowait()))
+        """Write everything still queued, then end (never cancelled mid-batch: no record is lost)."""
+        if self._task is None:
+            return
+        self._stopping.set()
+        await self._queue.put(None)
+        await self._task
+        self._task = None
 
-    def _take(self, first: RequestRecord) -> list[RequestRecord]:
+    def _take(self, first: RequestRecord) -> tuple[list[RequestRecord], bool]:
+        """A batch starting with ``first``, and whether the stop signal was reached."""
         batch = [first]
         while len(batch) < self.cfg.batch_size and not self._queue.empty():
-            batch.append(self._queue.get_nowait())
-        return batch
+            item = self._queue.get_nowait()
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
 
     async def _run(self) -> None:
         while True:
             first = await self._queue.get()
-            # Let a batch gather for a moment: one transaction for many rows is what makes recording cheap.
-            await asyncio.sleep(self.cfg.flush_interval_ms / 1000)
-            batch = self._take(first)
-            try:
-                await self._write(batch)
-            except asyncio.CancelledError:
-                await self._write(batch)  # a stop while writing: this batch still lands
-                raise
+            if first is None:
+                return
+            if not self._stopping.is_set():
+                # Let a batch gather for a moment: one transaction for many rows is what makes recording
+                # cheap. A stop cuts the wait short.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.cfg.flush_interval_ms / 1000)
+            batch, stop = self._take(first)
+            await self._write(batch)
+            if stop:
+                return
 
     async def _write(self, batch: list[RequestRecord]) -> None:
         started = time.perf_counter()

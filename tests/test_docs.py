@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import re
 from pathlib import Path
 
+import gateway
 from gateway.__main__ import _parser
 from gateway.config import ConfigFile
+from gateway.errors import GatewayError
 from tests.schema import schema_paths
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,3 +53,39 @@ def test_readme_cli_table_lists_every_command_and_flag() -> None:
             if option.startswith("--") and option != "--help":
                 row = next(line for line in README.splitlines() if line.startswith(f"| `gateway {name}"))
                 assert option in row, (name, option)
+
+
+def _error_classes() -> dict[str, type[GatewayError]]:
+    for module in pkgutil.walk_packages(gateway.__path__, "gateway."):
+        importlib.import_module(module.name)
+    found: dict[str, type[GatewayError]] = {}
+    todo: list[type[GatewayError]] = [GatewayError]
+    while todo:
+        cls = todo.pop()
+        found[cls.__name__] = cls
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def test_error_reference_matches_the_error_classes() -> None:
+    doc = (ROOT / "docs" / "errors.md").read_text()
+    rows = {m.group(1): [cell.strip().strip("`") for cell in m.groups()[1:]] for m in re.finditer(
+        r"^\| `(\w+)` \| ([^|]+) \| ([^|]+) \| ([^|]+) \|", doc, re.M)}
+    classes = _error_classes()
+    assert set(rows) == set(classes), "docs/errors.md and the GatewayError classes disagree"
+    for name, cls in classes.items():
+        status, error_type, code = rows[name]
+        if cls.__name__ == "UpstreamError":  # the provider's own status, type and code
+            assert "provider" in status and "provider" in error_type and "provider" in code
+            continue
+        assert (status, error_type, code) == (str(cls.status), cls.type, cls.default_code), name
+
+
+def test_every_specific_error_code_in_the_code_is_documented() -> None:
+    doc = (ROOT / "docs" / "errors.md").read_text()
+    used = set()
+    for path in (ROOT / "gateway").rglob("*.py"):
+        used |= set(re.findall(r'code="([a-z_]+)"', path.read_text()))
+    assert used, "no error codes found"
+    missing = {code for code in used if f"`{code}`" not in doc}
+    assert missing == set()

@@ -8,26 +8,20 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
-from gateway.app import create_app
 from gateway.catalog import load_builtin
 from gateway.chat import parse_chat
 from gateway.config import RoutingConfig, load_config_file
 from gateway.errors import InvalidRequest, ModelNotFound
 from gateway.health import Circuit, HealthBook
-from gateway.keys import create_key
 from gateway.pipeline import backoff_delay, parse_retry_after
 from gateway.router import Requirements, Router, RouteTable
-from gateway.store import Store
-from tests.fakes import FakeUpstream, Received, Reply, free_port, json_reply
+from tests.fakes import FakeUpstream, Reply
+from tests.inprocess import OK, by_provider, err, gateway_for, paths
 
 CATALOG = load_builtin()
 USER = [{"role": "user", "content": "Hello"}]
@@ -303,86 +297,8 @@ def test_parse_retry_after() -> None:
 # ------------------------------------------------------------------------------ pipeline, end to end
 
 
-@dataclass
-class Harness:
-    client: openai.AsyncOpenAI
-    http: httpx.AsyncClient
-    sleeps: list[float] = field(default_factory=list)
-
-
-def by_provider(**replies: Reply) -> object:
-    """A fake upstream answer chosen by the provider path prefix (/a/v1/..., /b/v1/...)."""
-    def choose(received: Received) -> Reply:
-        return replies[received.path.split("/")[1]]
-    return choose
-
-
-OK = json_reply({"id": "c", "object": "chat.completion", "created": 1, "model": "m",
-                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
-
-
-def err(status: int, headers: dict[str, str] | None = None) -> Reply:
-    return json_reply({"error": {"message": f"boom {status}", "type": "server_error"}}, status=status, headers=headers)
-
-
-@asynccontextmanager
-async def gateway_for(fake: FakeUpstream, tmp_path: Path, extra: str = "", routing: str = "") -> AsyncIterator[Harness]:
-    dead = free_port()
-    path = tmp_path / "config.toml"
-    path.write_text(f"""
-[server]
-data_dir = "{tmp_path / 'data'}"
-
-[routing]
-circuit_cooldown_s = 30
-{routing}
-
-[providers.a]
-type = "openai"
-base_url = "{fake.base}/a/v1"
-timeout = 1
-
-[providers.b]
-type = "openai"
-base_url = "{fake.base}/b/v1"
-
-[providers.dead]
-type = "openai"
-base_url = "http://127.0.0.1:{dead}/v1"
-
-[routes.pair]
-targets = ["a/m", "b/m"]
-
-[routes.trio]
-targets = ["dead/m", "a/m", "b/m"]
-{extra}
-""")
-    store = await Store.open(tmp_path / "data")
-    secret, _ = await create_key(store, "t")
-    sleeps: list[float] = []
-
-    async def record_sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-
-    app = create_app(load_config_file(path), store=store, sleep=record_sleep)
-    await app.state.start()
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
-    client = openai.AsyncOpenAI(base_url="http://gateway/v1", api_key=secret, http_client=http, max_retries=0)
-    try:
-        yield Harness(client=client, http=http, sleeps=sleeps)
-    finally:
-        await http.aclose()
-        await app.state.stop()
-        await store.close()
-
-
-def paths(fake: FakeUpstream) -> list[str]:
-    return [r.path.split("/")[1] for r in fake.received]
-
-
 async def test_fallback_in_order_with_metadata_and_headers(fake: FakeUpstream, tmp_path: Path) -> None:
-    fake.default = by_provider(a=err(500), b=OK)  # type: ignore[assignment]
+    fake.default = by_provider(a=err(500), b=OK)
     async with gateway_for(fake, tmp_path, routing="retries = 0") as gw:
         raw = await gw.client.chat.completions.with_raw_response.create(model="pair", messages=USER)
     body = raw.parse()
@@ -410,14 +326,14 @@ async def test_retries_honour_retry_after_then_succeed(fake: FakeUpstream, tmp_p
 
 
 async def test_retry_after_beyond_cap_falls_back_at_once(fake: FakeUpstream, tmp_path: Path) -> None:
-    fake.default = by_provider(a=err(429, {"retry-after": "3600"}), b=OK)  # type: ignore[assignment]
+    fake.default = by_provider(a=err(429, {"retry-after": "3600"}), b=OK)
     async with gateway_for(fake, tmp_path, routing="retries = 3") as gw:
         await gw.client.chat.completions.create(model="pair", messages=USER)
     assert paths(fake) == ["a", "b"] and gw.sleeps == []
 
 
 async def test_client_errors_are_neither_retried_nor_fallen_back(fake: FakeUpstream, tmp_path: Path) -> None:
-    fake.default = by_provider(a=err(400), b=OK)  # type: ignore[assignment]
+    fake.default = by_provider(a=err(400), b=OK)
     async with gateway_for(fake, tmp_path, routing="retries = 3") as gw:
         with pytest.raises(openai.BadRequestError) as info:
             await gw.client.chat.completions.create(model="pair", messages=USER)
@@ -428,7 +344,7 @@ async def test_client_errors_are_neither_retried_nor_fallen_back(fake: FakeUpstr
 
 
 async def test_connect_errors_and_timeouts_retry_then_fall_back(fake: FakeUpstream, tmp_path: Path) -> None:
-    fake.default = by_provider(a=Reply(delay=2.0, body=b"{}"), b=OK)  # type: ignore[assignment]
+    fake.default = by_provider(a=Reply(delay=2.0, body=b"{}"), b=OK)
     async with gateway_for(fake, tmp_path, routing="retries = 1") as gw:
         raw = await gw.client.chat.completions.with_raw_response.create(model="trio", messages=USER)
     meta = raw.http_response.json()["metadata"]
@@ -439,7 +355,7 @@ async def test_connect_errors_and_timeouts_retry_then_fall_back(fake: FakeUpstre
 
 
 async def test_total_failure_carries_the_trail(fake: FakeUpstream, tmp_path: Path) -> None:
-    fake.default = by_provider(a=err(502), b=err(503))  # type: ignore[assignment]
+    fake.default = by_provider(a=err(502), b=err(503))
     async with gateway_for(fake, tmp_path, routing="retries = 0") as gw:
         response = await gw.http.post("/v1/chat/completions", json={"model": "trio", "messages": USER},
                                       headers={"authorization": f"Bearer {gw.client.api_key}"})
@@ -452,7 +368,7 @@ async def test_total_failure_carries_the_trail(fake: FakeUpstream, tmp_path: Pat
 
 
 async def test_circuit_skips_a_failing_target(fake: FakeUpstream, tmp_path: Path) -> None:
-    fake.default = by_provider(a=err(500), b=OK)  # type: ignore[assignment]
+    fake.default = by_provider(a=err(500), b=OK)
     async with gateway_for(fake, tmp_path, routing="retries = 0\ncircuit_failures = 2") as gw:
         for _ in range(5):
             await gw.client.chat.completions.create(model="pair", messages=USER)
@@ -461,7 +377,7 @@ async def test_circuit_skips_a_failing_target(fake: FakeUpstream, tmp_path: Path
 
 async def test_provider_key_rejected_marks_it_unhealthy(fake: FakeUpstream, tmp_path: Path,
                                                         caplog: pytest.LogCaptureFixture) -> None:
-    fake.default = by_provider(a=err(401), b=OK)  # type: ignore[assignment]
+    fake.default = by_provider(a=err(401), b=OK)
     async with gateway_for(fake, tmp_path, routing="retries = 2") as gw:
         for _ in range(3):
             await gw.client.chat.completions.create(model="pair", messages=USER)
@@ -470,7 +386,7 @@ async def test_provider_key_rejected_marks_it_unhealthy(fake: FakeUpstream, tmp_
 
 
 async def test_auto_spreads_over_healthy_targets(fake: FakeUpstream, tmp_path: Path) -> None:
-    fake.default = by_provider(a=OK, b=OK)  # type: ignore[assignment]
+    fake.default = by_provider(a=OK, b=OK)
     async with gateway_for(fake, tmp_path, extra='[routes.auto]\ntargets = ["a/m", "b/m"]\n') as gw:
         for _ in range(6):
             await gw.client.chat.completions.create(model="auto", messages=USER)
@@ -493,7 +409,7 @@ async def test_gateway_fields_are_not_forwarded_and_reasoning_header(fake: FakeU
 
 
 async def test_project_can_be_required(fake: FakeUpstream, tmp_path: Path) -> None:
-    fake.default = by_provider(a=OK)  # type: ignore[assignment]
+    fake.default = by_provider(a=OK)
     async with gateway_for(fake, tmp_path, routing="require_project = true") as gw:
         with pytest.raises(openai.BadRequestError) as info:
             await gw.client.chat.completions.create(model="a/m", messages=USER)
