@@ -367,3 +367,15 @@ def test_request_records_are_json_friendly() -> None:
                            stream=True, requested_model=None, provider=None, model=None, attempts=0, status=401,
                            error_type="authentication_error")
     assert json.loads(json.dumps({"status": record.status}))["status"] == 401
+
+
+async def test_a_provider_over_its_limit_is_skipped_for_the_next_target(fake: FakeUpstream, tmp_path: Path) -> None:
+    fake.default = by_provider(a=OK, b=OK)
+    async with gateway_for(fake, tmp_path, extra="[limits.providers.a]\nrpm = 1\n") as gw:
+        first = await gw.client.chat.completions.with_raw_response.create(model="pair", messages=USER)
+        second = await gw.client.chat.completions.with_raw_response.create(model="pair", messages=USER)
+        with pytest.raises(openai.RateLimitError, match="rate limit for provider 'a'"):
+            await gw.client.chat.completions.create(model="a/m", messages=USER)
+    assert first.headers["x-gateway-provider"] == "a" and second.headers["x-gateway-provider"] == "b"
+    trail = second.http_response.json()["metadata"]["routing"]
+    assert [(r["provider"], r["status_code"]) for r in trail] == [("a", 429), ("b", 200)]
