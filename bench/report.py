@@ -127,11 +127,22 @@ def machine_line(meta: dict[str, Any]) -> str:
             f"{versions}; layout: {meta['layout']}")
 
 
+def _busy_warning(meta: dict[str, Any]) -> str:
+    """The run's own load is about 1 (load generator, mock and server); above 0.5 before it started,
+    something else was using the CPUs and every figure below is pessimistic."""
+    if meta["loadavg_1m"]["start"] <= 0.5:
+        return "."
+    return (" — **the machine was busy before the run started (other processes on the measured CPUs): "
+            "treat these figures as pessimistic.**")
+
+
 def markdown(meta: dict[str, Any], figures: dict[str, Any], checks: list[Check]) -> str:
-    head = (f"Run of {meta['date']} on git {meta['git_sha'][:12]}{' (modified)' if meta['git_dirty'] else ''}"
+    head = (f"Run finished {meta['date']} on git {meta['git_sha'][:12]}{' (modified)' if meta['git_dirty'] else ''}"
             f"{', gateway from ' + meta['gateway_src'] if meta['gateway_src'] != '.' else ''}; "
             f"{'quick' if meta['quick'] else 'full'} mode, {meta['duration_s']:.0f} s.\n\n"
-            f"Machine: {machine_line(meta)}.\n")
+            f"Machine: {machine_line(meta)}.\n\n"
+            f"1-minute load average before and after the run: {meta['loadavg_1m']['start']} / "
+            f"{meta['loadavg_1m']['end']}{_busy_warning(meta)}\n")
     return "\n".join([head, "### Targets (gateway on one core)\n", targets_table(checks), "",
                       "### Raw figures\n", details(figures), "### Regression guards\n", guards_table(checks), ""])
 

@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     os.sched_setaffinity(0, lay.client)  # this process is the load generator: it shares the mock's CPU
     use_wrk = drivers.wrk_available() and not args.quick
     began = time.perf_counter()
+    load_start = os.getloadavg()[0]
     workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     # Measure one version throughout: a copy taken now, whatever is edited in the tree meanwhile.
     snapshot = workdir / "src"
@@ -167,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = machine_meta(args, use_wrk, lay.describe())
     meta["duration_s"] = round(time.perf_counter() - began, 1)
+    # Anything else running on a 2-CPU machine lands on the measured cores: recorded so a noisy run shows.
+    meta["loadavg_1m"] = {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)}
     md = report.markdown(meta, figures, checks)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{meta['git_sha'][:8]}{'-quick' if args.quick else ''}"

@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import msgspec
 
@@ -38,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (overrides server.workers)")
 
     add("check-config", "validate the config file and exit (0 = valid, 2 = invalid)")
+    init = add("init", "write a commented config.toml (from the example) and create a first key")
+    init.add_argument("--key-name", default="default", help="name of the first key (default: default)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing config file")
 
     keys = commands.add_parser("keys", help="create, update, list and revoke proxy keys",
                                description="create, update, list and revoke proxy keys")
@@ -124,28 +128,30 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from gateway.init import example_text, render
+
+    path = Path(args.config or "config.toml")
+    if path.exists() and not args.force:
+        print(f"error: {path} already exists (use --force to overwrite it)", file=sys.stderr)
+        return 1
+    path.write_text(render(example_text(), os.environ), encoding="utf-8")
+    config = _load(str(path))
+    providers = ", ".join(config.providers) or "none yet: uncomment a [providers.NAME] table"
+    code = asyncio.run(_keys(argparse.Namespace(keys_command="create", name=args.key_name), config))
+    print(f"wrote {path} (providers: {providers})", file=sys.stderr)
+    if code == 0:
+        print(f"start the gateway with: gateway serve --config {path}", file=sys.stderr)
+    return code
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.logs import setup_logging
-    from gateway.server import run
+    from gateway.server import serve
 
     setup_logging()
-    config = with_overrides(_load(args.config), host=args.host, port=args.port, workers=args.workers)
-    asyncio.run(_prepare_store(config))  # create the data dir and migrate before anything listens
-    if config.path is not None:
-        os.environ[CONFIG_ENV_VAR] = str(config.path)
-    host, port = config.server.host, config.server.port
-    shown_host = f"[{host}]" if ":" in host else host
-    providers = ", ".join(f"{n} ({config.sources.get(n, p.kind)})" for n, p in config.providers.items())
-    print(f"gateway {__version__} listening on http://{shown_host}:{port}", file=sys.stderr)
-    print(f"  config: {config.path or 'built-in defaults'}; data: {config.data_dir}", file=sys.stderr)
-    print(f"  providers: {providers or 'none configured'}", file=sys.stderr, flush=True)
-    run(host, port, config.server.workers)
+    serve(with_overrides(_load(args.config), host=args.host, port=args.port, workers=args.workers))
     return 0
-
-
-async def _prepare_store(config: Config) -> None:
-    store = await Store.open(config.data_dir)
-    await store.close()
 
 
 async def _keys(args: argparse.Namespace, config: Config) -> int:
@@ -213,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_check_config(args)
     if args.command == "usage":
         return asyncio.run(_usage(args, _load(args.config)))
+    if args.command == "init":
+        return cmd_init(args)
     return asyncio.run(_keys(args, _load(args.config)))
 
 

@@ -14,6 +14,7 @@ from typing import Literal
 import msgspec
 
 from gateway.catalog import Pricing
+from gateway.errors import GatewayError
 from gateway.governance import Admission, Governor, Principal
 from gateway.router import Deployment
 from gateway.store import RequestRecord
@@ -39,11 +40,12 @@ def worst_cost(deployments: list[Deployment], prompt_tokens: int, max_tokens: in
 
 
 class Meter:
-    __slots__ = ("admission", "catalog_version", "mode", "principal", "recorder", "request_id", "requested_model",
-                 "started", "stream", "ttft_ms")
+    __slots__ = ("admission", "catalog_version", "mode", "principal", "recorder", "request_body", "request_id",
+                 "requested_model", "started", "stream", "ttft_ms")
 
     def __init__(self, *, admission: Admission, recorder: UsageRecorder, principal: Principal, request_id: str,
-                 mode: Mode, stream: bool, requested_model: str | None, catalog_version: str) -> None:
+                 mode: Mode, stream: bool, requested_model: str | None, catalog_version: str,
+                 request_body: bytes | None = None) -> None:
         self.admission = admission
         self.recorder = recorder
         self.principal = principal
@@ -52,6 +54,8 @@ class Meter:
         self.stream = stream
         self.requested_model = requested_model
         self.catalog_version = catalog_version
+        # Set only with [logging] store_bodies on (and the request not streamed): then the bodies are kept.
+        self.request_body = request_body
         self.started = time.perf_counter()
         self.ttft_ms: float | None = None
 
@@ -64,7 +68,8 @@ class Meter:
             self.ttft_ms = (time.perf_counter() - self.started) * 1000
 
     def finish(self, *, status: int, provider: str | None, model: str | None, pricing: Pricing | None,
-               usage: Usage | None, attempts: int, error_type: str | None = None, routing: bytes | None = None) -> None:
+               usage: Usage | None, attempts: int, error_type: str | None = None, routing: bytes | None = None,
+               response_body: bytes | None = None) -> None:
         """Settle the holds and queue the record; a second call does nothing."""
         if self.admission.settled:
             return
@@ -81,6 +86,9 @@ class Meter:
             ttft_ms=round(self.ttft_ms, 3) if self.ttft_ms is not None else None,
             price_version=self.catalog_version if pricing is not None else None,
             routing=routing.decode() if routing else None,
+            request_body=self.request_body.decode(errors="replace") if self.request_body is not None else None,
+            response_body=response_body.decode(errors="replace")
+            if self.request_body is not None and response_body is not None else None,
             **counts(usage),
         )
         if priced is not None:
@@ -94,10 +102,11 @@ class Meter:
 
 def open_meter(governor: Governor, recorder: UsageRecorder, principal: Principal, *, project: str | None,
                tokens: int, worst_cost_usd: float | None, request_id: str, mode: Mode, stream: bool,
-               requested_model: str | None, catalog_version: str) -> Meter:
+               requested_model: str | None, catalog_version: str, request_body: bytes | None = None) -> Meter:
     admission = governor.admit(principal, project, tokens, worst_cost_usd)
     return Meter(admission=admission, recorder=recorder, principal=principal, request_id=request_id, mode=mode,
-                 stream=stream, requested_model=requested_model, catalog_version=catalog_version)
+                 stream=stream, requested_model=requested_model, catalog_version=catalog_version,
+                 request_body=request_body)
 
 
 def estimate_usage(prompt_tokens: int, completion_tokens: int) -> Usage:
@@ -108,3 +117,16 @@ def estimate_usage(prompt_tokens: int, completion_tokens: int) -> Usage:
 
 def encode_routing(trail: Sequence[msgspec.Struct]) -> bytes:
     return msgspec.json.encode(trail)
+
+
+def record_refusal(governor: Governor, recorder: UsageRecorder, principal: Principal, error: GatewayError, *,
+                   request_id: str, mode: Mode, project: str | None, provider: str | None = None,
+                   model: str | None = None) -> None:
+    """A request refused before it went upstream still leaves a record (the admin counts its errors), and
+    its answer still carries the key's rate-limit headers."""
+    error.headers.update(governor.headers(principal, time.time()))
+    recorder.record(RequestRecord(
+        ts=time.time(), request_id=request_id, key_id=principal.key_id, key_name=principal.name,
+        project=principal.project or project, mode=mode, stream=False,
+        requested_model=f"{provider}/{model}" if provider and model else None, provider=provider, model=model,
+        attempts=0, status=error.status_code, error_type=error.error_type))

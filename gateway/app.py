@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,31 +24,42 @@ from gateway.errors import (
     PayloadTooLarge,
     RouteNotFound,
 )
-from gateway.routes import admin_api, health, unified
+from gateway.logs import access
+from gateway.routes import admin, admin_api, health, messages, native, unified
+from gateway.routes.asgi import ASGIApp, Message, Receive, Scope, Send, respond_error
 from gateway.state import GatewayState
 from gateway.store import Store
 from gateway.upstream import Upstream
 
 log = logging.getLogger("gateway")
-access_log = logging.getLogger("gateway.access")
-
-# Plain ASGI types: the middleware wraps the whole Litestar app, lifespan included.
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+FastHandler = Callable[[GatewayState, Scope, Receive, Send, str], Awaitable[None]]
+# The hot path, served as plain ASGI; everything else goes to Litestar.
+FAST_ROUTES: dict[tuple[str, str], FastHandler] = {("POST", "/v1/chat/completions"): unified.chat_completions}
+FAST_PATHS = {path: method for method, path in FAST_ROUTES}
+
+
+class RequestIds:
+    """Unique request ids without a syscall per request: a random per-process prefix and a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = "req_" + secrets.token_hex(6)
+        self._next = itertools.count(1).__next__
+
+    def new(self) -> str:
+        return f"{self._prefix}{self._next():010x}"
 
 
 class RequestContext:
     """ASGI middleware: gives every request an id (or keeps a sane incoming ``x-request-id``), echoes
-    it as ``x-gateway-request-id`` on every answer (404s included) and logs one line per request."""
+    it as ``x-gateway-request-id`` on every answer (404s included), logs one line per request, and
+    sends the hot path to its plain-ASGI handler."""
 
     def __init__(self, app: ASGIApp, state: GatewayState) -> None:
         self.app = app
         self.state = state
+        self.ids = RequestIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,7 +73,7 @@ class RequestContext:
                     rid = candidate
                 break
         if not rid:
-            rid = "req_" + secrets.token_hex(12)
+            rid = self.ids.new()
         scope.setdefault("state", {})["request_id"] = rid
         started = time.perf_counter()
         status = 0
@@ -75,10 +87,23 @@ class RequestContext:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            fast = FAST_ROUTES.get((scope["method"], scope["path"]))
+            if fast is None and scope["path"] in FAST_PATHS:
+                await respond_error(send_with_id, MethodNotAllowed(
+                    f"Method not allowed: use {FAST_PATHS[scope['path']]} for {scope['path']}."))
+            elif fast is None:
+                await self.app(scope, receive, send_with_id)
+            else:
+                try:
+                    await fast(self.state, scope, receive, send_with_id, rid)
+                except Exception as exc:
+                    # A bug of ours: log it with its traceback, tell the client only that it happened.
+                    log.error("unhandled error on %s %s", scope["method"], scope["path"], exc_info=exc)
+                    if not status:
+                        await respond_error(send_with_id, GatewayError(
+                            "The gateway hit an internal error; it has been logged."))
         finally:
-            access_log.info("%s %s %d %.1fms %s", scope["method"], scope["path"], status,
-                            (time.perf_counter() - started) * 1000, rid)
+            access.log(scope["method"], scope["path"], status, (time.perf_counter() - started) * 1000, rid)
 
 
 def _render(error: GatewayError) -> Response[bytes]:
@@ -126,8 +151,10 @@ def create_app(
             await state.stop()
 
     app = Litestar(
-        route_handlers=[unified.chat_completions, unified.list_models, unified.usage, admin_api.usage_aggregates,
-                        health.healthz, health.readyz],
+        route_handlers=[unified.list_models, unified.usage, admin_api.usage_aggregates,
+                        admin.router, health.healthz, health.readyz, native.openai_native, native.anthropic_native,
+                        native.gemini_native, native.any_native, messages.create_message,
+                        messages.count_tokens],
         exception_handlers={
             GatewayError: _gateway_error,
             HTTPException: _http_error,

@@ -40,6 +40,7 @@ ENV_PROVIDERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 CONFIG_ENV_VAR = "GATEWAY_CONFIG"
+NO_DISCOVERY_ENV_VAR = "GATEWAY_NO_DISCOVERY"  # "1": do not look for a local Ollama server
 _T = TypeVar("_T")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -158,6 +159,12 @@ class AdminConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     token: str | None = None
 
 
+class LoggingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # Request and response bodies of non-streamed chat requests, kept with their usage record (off:
+    # prompts are often private, and bodies make the database grow fast).
+    store_bodies: bool = False
+
+
 class ConfigFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The TOML document as written by the user."""
 
@@ -171,6 +178,7 @@ class ConfigFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     usage: UsageConfig = msgspec.field(default_factory=UsageConfig)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
 
 
 _NAMED_TABLES: dict[str, type[msgspec.Struct]] = {
@@ -209,6 +217,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     usage: UsageConfig = field(default_factory=UsageConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     sources: dict[str, str] = field(default_factory=dict)  # provider name -> env var that enabled it
 
 
@@ -280,6 +289,13 @@ def defaults_from_env() -> Config:
                 providers[name] = ProviderConfig(api_key=os.environ[var])
                 sources[name] = f"${var}"
                 break
+    if not providers and os.environ.get(NO_DISCOVERY_ENV_VAR) != "1":
+        from gateway.discovery import OLLAMA_URL, ollama_models
+
+        models = ollama_models()
+        if models is not None:
+            providers["ollama"] = ProviderConfig(type="openai", base_url=f"{OLLAMA_URL}/v1", models=models or None)
+            sources["ollama"] = f"the Ollama server found at {OLLAMA_URL}"
     config = build(ConfigFile(providers=providers), "<embedded defaults>", base_dir=Path.cwd(), path=None)
     config.sources.update(sources)
     return config
@@ -407,7 +423,7 @@ def build(parsed: ConfigFile, file: str, *, base_dir: Path, path: Path | None) -
                   routes=parsed.routes, models=parsed.models, keys=parsed.keys, projects=parsed.projects,
                   limits=parsed.limits, usage=parsed.usage,
                   # An empty token (e.g. "${GATEWAY_ADMIN_TOKEN:-}" with the variable unset) means none.
-                  admin=AdminConfig(token=parsed.admin.token or None))
+                  admin=AdminConfig(token=parsed.admin.token or None), logging=parsed.logging)
 
 
 def parse_expiry(value: str) -> float:

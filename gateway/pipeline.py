@@ -267,7 +267,7 @@ class Pipeline:
             run.meter.first_byte()
             run.meter.finish(status=200, provider=deployment.provider.name, model=deployment.upstream,
                              pricing=pricing, usage=result.usage, attempts=len(run.attempts),
-                             routing=encode_routing(run.attempts))
+                             routing=encode_routing(run.attempts), response_body=result.body)
         return result
 
     async def _relay(self, run: _Run, response: UpstreamResponse, translator: StreamTranslator,

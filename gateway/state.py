@@ -16,12 +16,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.admin_auth import AdminAuth
 from gateway.catalog import CatalogFile, load_builtin
 from gateway.config import Config, ConfigError, load_config_file
 from gateway.governance import Governor, config_principals
 from gateway.health import HealthBook
 from gateway.keys import KeyRing
 from gateway.limits import period_start_day
+from gateway.logs import access
 from gateway.pipeline import Pipeline
 from gateway.router import RouteTable
 from gateway.store import Store
@@ -67,6 +69,7 @@ class GatewayState:
         self.keys = KeyRing()
         self.keys.set_config_keys(config_principals(config))
         self.usage = UsageRecorder(config.usage)
+        self.admin = AdminAuth()
         self.last_reload = ReloadResult(at=time.time(), ok=True, message="loaded at start")
         self._reload_now = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -80,6 +83,7 @@ class GatewayState:
         if self.store is None:
             self.store = await Store.open(self.config.data_dir)
         await self.keys.refresh(self.store, force=True)
+        await self.admin.load(self.store, self.config)
         await self._load_spend()
         self.usage.start(self.store)
         await self.upstream.start()
@@ -100,6 +104,7 @@ class GatewayState:
         self._tasks.clear()
         await self.upstream.close()
         await self.usage.stop()  # every queued usage record lands before the store closes
+        access.flush()
         if self.store is not None:
             await self.store.touch_keys(self.keys.take_last_used())
             if self._own_store:
@@ -182,6 +187,13 @@ class GatewayState:
             except Exception:
                 log.exception("key ring refresh failed; keeping the keys in memory")
 
+
+    async def reload_keys(self) -> None:
+        """After the admin page changed a key: the watcher cannot see it, since ``data_version`` only moves
+        for commits of other connections."""
+        assert self.store is not None
+        await self.keys.refresh(self.store, force=True)
+        self._keys_changed()
 
     def _keys_changed(self) -> None:
         for principal in self.keys.principals:

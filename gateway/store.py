@@ -92,6 +92,38 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX usage_daily_key ON usage_daily (key_id, day);
     CREATE INDEX usage_daily_project ON usage_daily (project, day);
     """,
+    # The admin page: bodies kept when [logging] store_bodies is on; hourly aggregates (the requests
+    # per hour chart without scanning request rows), backfilled from the rows already there; the
+    # install's admin secrets (generated token hash, session signing key) and its login sessions;
+    # the requests list filtered by key, newest first (rowid order within a key); a covering index so
+    # that aggregates over a range of days read the index alone, never the table.
+    """
+    ALTER TABLE requests ADD COLUMN request_body TEXT;
+    ALTER TABLE requests ADD COLUMN response_body TEXT;
+    CREATE TABLE usage_hourly (
+        hour INTEGER PRIMARY KEY,
+        requests INTEGER NOT NULL,
+        errors INTEGER NOT NULL,
+        tokens INTEGER NOT NULL,
+        cost_usd REAL NOT NULL
+    );
+    INSERT INTO usage_hourly (hour, requests, errors, tokens, cost_usd)
+        SELECT CAST(ts / 3600 AS INTEGER), COUNT(*), SUM(status >= 400), SUM(prompt_tokens + completion_tokens),
+               COALESCE(SUM(cost_total), 0)
+        FROM requests GROUP BY 1;
+    CREATE INDEX requests_key_id ON requests (key_id);
+    CREATE INDEX usage_daily_covering ON usage_daily (day, key_id, project, model, key_name, requests, errors,
+        prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, cost_usd, unpriced);
+    CREATE TABLE admin_settings (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE admin_sessions (
+        id_hash TEXT PRIMARY KEY,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    """,
 )
 
 
@@ -154,6 +186,9 @@ class RequestRecord(msgspec.Struct, kw_only=True):
     ttft_ms: float | None = None
     price_version: str | None = None
     routing: str | None = None  # the routing trail, JSON
+    # Only with [logging] store_bodies = true, and only for non-streamed chat requests.
+    request_body: str | None = None
+    response_body: str | None = None
 
 
 _REQUEST_COLUMNS = RequestRecord.__struct_fields__
@@ -175,6 +210,30 @@ class Aggregate(msgspec.Struct, kw_only=True):
     reasoning_tokens: int
     cost_usd: float
     unpriced: int  # requests whose cost is unknown (not in cost_usd)
+
+
+class HourCount(msgspec.Struct, frozen=True, kw_only=True):
+    hour: int  # hours since the epoch (UTC)
+    requests: int
+    errors: int
+
+
+class Dimensions(msgspec.Struct, kw_only=True):
+    """The values the usage filters can take: what the daily aggregates have seen."""
+
+    keys: list[tuple[str, str]]  # (key id, key name)
+    models: list[str]
+    projects: list[str]
+
+
+# The requests list shows these; the detail adds the bodies and the routing trail.
+REQUEST_LIST_COLUMNS = ("id", "ts", "request_id", "key_id", "key_name", "project", "mode", "stream",
+                        "requested_model", "provider", "model", "attempts", "status", "error_type", "prompt_tokens",
+                        "completion_tokens", "cached_tokens", "reasoning_tokens", "cost_total", "latency_ms",
+                        "ttft_ms")
+_REQUEST_DETAIL_COLUMNS = (*REQUEST_LIST_COLUMNS, "cost_input", "cost_cached_input", "cost_cache_write",
+                           "cost_output", "cache_write_tokens", "price_version", "routing", "request_body",
+                           "response_body")
 
 
 class DuplicateName(Exception):
@@ -287,7 +346,8 @@ class Store:
         try:
             await self._conn.executemany(
                 f"INSERT INTO requests ({columns}) VALUES ({marks})",
-                [tuple(_column_value(getattr(r, c)) for c in _REQUEST_COLUMNS) for r in records],
+                # Every column is a plain SQLite value already: msgspec's C-level astuple is enough.
+                [msgspec.structs.astuple(r) for r in records],
             )
             await self._conn.executemany(
                 """
@@ -306,6 +366,17 @@ class Store:
                     unpriced = unpriced + excluded.unpriced
                 """,
                 _daily_rows(records),
+            )
+            await self._conn.executemany(
+                """
+                INSERT INTO usage_hourly (hour, requests, errors, tokens, cost_usd) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (hour) DO UPDATE SET
+                    requests = requests + excluded.requests,
+                    errors = errors + excluded.errors,
+                    tokens = tokens + excluded.tokens,
+                    cost_usd = cost_usd + excluded.cost_usd
+                """,
+                _hourly_rows(records),
             )
             await self._conn.execute("COMMIT")
         except BaseException:
@@ -337,6 +408,130 @@ class Store:
         return [Aggregate(group=str(r[0]), requests=r[1], errors=r[2], prompt_tokens=r[3], completion_tokens=r[4],
                           cached_tokens=r[5], reasoning_tokens=r[6], cost_usd=round(float(r[7]), 10),
                           unpriced=r[8]) for r in rows]
+
+    async def aggregate_by_day(self, by: AggregateBy, *, since: str, until: str, key_id: str | None = None,
+                               project: str | None = None, model: str | None = None) -> list[tuple[str, Aggregate]]:
+        """(day, totals) per day and key, model, project or day: one pass that a table and a chart per day
+        can both be summed from."""
+        column = _GROUP_COLUMN[by]
+        where, params = _filters(since=since, until=until, key_id=key_id, project=project, model=model)
+        sql = f"""
+            SELECT day, {column}, SUM(requests), SUM(errors), SUM(prompt_tokens), SUM(completion_tokens),
+                   SUM(cached_tokens), SUM(reasoning_tokens), SUM(cost_usd), SUM(unpriced)
+            FROM usage_daily {where} GROUP BY day, {column}
+        """
+        async with self._conn.execute(sql, params) as cur:
+            rows = await cur.fetchall()
+        return [(str(r[0]), Aggregate(group=str(r[1]), requests=r[2], errors=r[3], prompt_tokens=r[4],
+                                      completion_tokens=r[5], cached_tokens=r[6], reasoning_tokens=r[7],
+                                      cost_usd=float(r[8]), unpriced=r[9])) for r in rows]
+
+    async def key_model_totals(self, since: str) -> list[tuple[str, str, Aggregate]]:
+        """(key name, model, totals) from ``since`` on: one pass that both a per-key and a per-model ranking
+        can be summed from."""
+        async with self._conn.execute(
+            """
+            SELECT key_name, model, SUM(requests), SUM(errors), SUM(prompt_tokens), SUM(completion_tokens),
+                   SUM(cached_tokens), SUM(reasoning_tokens), SUM(cost_usd), SUM(unpriced)
+            FROM usage_daily WHERE day >= ? GROUP BY key_name, model
+            """,
+            (since,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [(str(r[0]), str(r[1]), Aggregate(group="", requests=r[2], errors=r[3], prompt_tokens=r[4],
+                                                 completion_tokens=r[5], cached_tokens=r[6], reasoning_tokens=r[7],
+                                                 cost_usd=float(r[8]), unpriced=r[9])) for r in rows]
+
+    async def hourly(self, since_hour: int) -> list[HourCount]:
+        async with self._conn.execute(
+            "SELECT hour, requests, errors FROM usage_hourly WHERE hour >= ? ORDER BY hour", (since_hour,)
+        ) as cur:
+            rows = await cur.fetchall()
+        return [HourCount(hour=r[0], requests=r[1], errors=r[2]) for r in rows]
+
+    async def usage_dimensions(self, since: str, until: str) -> Dimensions:
+        """The keys, models and projects the daily aggregates hold between two days, in one pass."""
+        async with self._conn.execute(
+            """
+            SELECT key_id, MAX(key_name), model, project FROM usage_daily
+            WHERE day >= ? AND day <= ? GROUP BY key_id, model, project
+            """,
+            (since, until),
+        ) as cur:
+            rows = await cur.fetchall()
+        names = {str(r[0]): str(r[1]) for r in rows}
+        return Dimensions(keys=sorted(names.items(), key=lambda item: (item[1], item[0])),
+                          models=sorted({str(r[2]) for r in rows if r[2]}),
+                          projects=sorted({str(r[3]) for r in rows if r[3]}))
+
+    async def recent_latencies(self, since: float, limit: int) -> list[tuple[str, str, float]]:
+        """(provider, model, latency ms) of the latest successful requests since ``since``, newest first."""
+        async with self._conn.execute(
+            """
+            SELECT provider, model, latency_ms FROM requests
+            WHERE ts >= ? AND status < 400 AND provider IS NOT NULL
+            ORDER BY ts DESC LIMIT ?
+            """,
+            (since, limit),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [(str(r[0]), str(r[1]), float(r[2])) for r in rows]
+
+    async def list_requests(self, *, before_id: int | None = None, key_id: str | None = None,
+                            limit: int = 50) -> list[dict[str, Any]]:
+        """The latest request records, newest first; ``before_id`` pages back (keyset, not OFFSET)."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if before_id is not None:
+            clauses.append("id < ?")
+            params.append(before_id)
+        if key_id is not None:
+            clauses.append("key_id = ?")
+            params.append(key_id)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        async with self._conn.execute(
+            f"SELECT {', '.join(REQUEST_LIST_COLUMNS)} FROM requests {where} ORDER BY id DESC LIMIT ?",
+            [*params, limit],
+        ) as cur:
+            rows = await cur.fetchall()
+        return [dict(zip(REQUEST_LIST_COLUMNS, row, strict=True)) for row in rows]
+
+    async def get_request(self, row_id: int) -> dict[str, Any] | None:
+        async with self._conn.execute(
+            f"SELECT {', '.join(_REQUEST_DETAIL_COLUMNS)} FROM requests WHERE id = ?", (row_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return dict(zip(_REQUEST_DETAIL_COLUMNS, row, strict=True)) if row else None
+
+    # ----------------------------------------------------------------------------------------- admin
+
+    async def admin_setting(self, name: str) -> str | None:
+        value = await self._scalar("SELECT value FROM admin_settings WHERE name = ?", (name,))
+        return str(value) if value is not None else None
+
+    async def init_admin_setting(self, name: str, value: str) -> bool:
+        """Store ``value`` unless the setting exists; True if this call stored it (workers race at start)."""
+        cur = await self._conn.execute("INSERT OR IGNORE INTO admin_settings (name, value) VALUES (?, ?)",
+                                       (name, value))
+        return cur.rowcount == 1
+
+    async def create_admin_session(self, id_hash: str, now: float, expires_at: float) -> None:
+        await self._conn.execute("BEGIN")
+        try:
+            await self._conn.execute("DELETE FROM admin_sessions WHERE expires_at <= ?", (now,))
+            await self._conn.execute("INSERT INTO admin_sessions (id_hash, created_at, expires_at) VALUES (?, ?, ?)",
+                                     (id_hash, now, expires_at))
+            await self._conn.execute("COMMIT")
+        except BaseException:
+            await self._conn.execute("ROLLBACK")
+            raise
+
+    async def admin_session_live(self, id_hash: str, now: float) -> bool:
+        return await self._scalar("SELECT 1 FROM admin_sessions WHERE id_hash = ? AND expires_at > ?",
+                                  (id_hash, now)) is not None
+
+    async def delete_admin_session(self, id_hash: str) -> None:
+        await self._conn.execute("DELETE FROM admin_sessions WHERE id_hash = ?", (id_hash,))
 
     async def count_requests(self) -> int:
         return int(await self._scalar("SELECT COUNT(*) FROM requests") or 0)
@@ -386,6 +581,17 @@ def _daily_rows(records: Iterable[RequestRecord]) -> list[tuple[Any, ...]]:
         else:
             row[7] += r.cost_total
     return [(*key[:2], values[0], *key[2:], *values[1:]) for key, values in totals.items()]
+
+
+def _hourly_rows(records: Iterable[RequestRecord]) -> list[tuple[int, int, int, int, float]]:
+    totals: dict[int, list[Any]] = {}
+    for r in records:
+        row = totals.setdefault(int(r.ts // 3600), [0, 0, 0, 0.0])
+        row[0] += 1
+        row[1] += 1 if r.status >= 400 else 0
+        row[2] += r.prompt_tokens + r.completion_tokens
+        row[3] += r.cost_total or 0.0
+    return [(hour, *values) for hour, values in totals.items()]
 
 
 def _column_value(value: Any) -> Any:

@@ -14,7 +14,7 @@ import pytest
 
 from gateway import __version__
 from tests.conftest import RunningGateway, gateway_env, run_cli, wait_ready
-from tests.fakes import FakeUpstream, free_port
+from tests.fakes import FakeUpstream, free_port, json_reply
 
 USER = [{"role": "user", "content": "Hello"}]
 
@@ -184,3 +184,36 @@ def json_list(text: str) -> list[str]:
 
     value: list[str] = json.loads(text)
     return value
+
+
+def test_a_local_ollama_is_found_when_nothing_is_configured(tmp_path: Path) -> None:
+    ollama = FakeUpstream()
+    ollama.port, ollama.base = 11434, "http://127.0.0.1:11434"
+    try:
+        ollama.start()
+    except OSError:
+        pytest.skip("something already listens on 127.0.0.1:11434")
+    ollama.default = lambda received: json_reply({"models": [{"name": "llama3.2:3b"}, {"name": "qwen3:8b"}]})
+    try:
+        found = run_cli("check-config", cwd=tmp_path)
+    finally:
+        ollama.stop()
+    assert found.returncode == 0, found.stderr
+    assert "ollama (openai)" in found.stdout
+    assert any(r.path == "/api/tags" for r in ollama.received)
+    gone = run_cli("check-config", cwd=tmp_path)
+    assert "providers: none" in gone.stdout
+
+
+def test_first_start_banner_says_where_things_are_and_how_to_make_a_key(tmp_path: Path) -> None:
+    from gateway.config import load_config
+    from gateway.server import banner
+
+    path = tmp_path / "config.toml"
+    path.write_text('[providers.groq]\ntype = "openai"\nbase_url = "https://api.groq.com/openai/v1"\n')
+    lines = "\n".join(banner(load_config(str(path)), first_start=True))
+    assert "listening on http://127.0.0.1:8080" in lines
+    assert f"config:   {path}" in lines and str(tmp_path / "data" / "gateway.db") in lines
+    assert "provider: groq (openai, https://api.groq.com/openai/v1) from config file" in lines
+    assert f"gateway keys create --name NAME --config {path}" in lines
+    assert "first start" not in "\n".join(banner(load_config(str(path)), first_start=False))

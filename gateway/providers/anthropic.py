@@ -498,7 +498,7 @@ def _tools(req: ChatRequest) -> list[ToolParam]:
     return tools
 
 
-_TOOL_CHOICE_TYPES: dict[str, Literal["auto", "any", "none"]] = {"auto": "auto", "required": "any", "none": "none"}
+TOOL_CHOICE_TYPES: dict[str, Literal["auto", "any", "none"]] = {"auto": "auto", "required": "any", "none": "none"}
 
 
 def _tool_choice(req: ChatRequest, *, has_tools: bool) -> ToolChoice | UnsetType:
@@ -513,8 +513,8 @@ def _tool_choice(req: ChatRequest, *, has_tools: bool) -> ToolChoice | UnsetType
         result = ToolChoice(type="tool", name=choice.function.name)
     elif choice is UNSET or choice is None:
         result = ToolChoice(type="auto")
-    elif choice in _TOOL_CHOICE_TYPES:
-        result = ToolChoice(type=_TOOL_CHOICE_TYPES[choice])
+    elif choice in TOOL_CHOICE_TYPES:
+        result = ToolChoice(type=TOOL_CHOICE_TYPES[choice])
     else:
         raise InvalidRequest(f"Invalid value for 'tool_choice': '{choice}'.", param="tool_choice",
                              code="invalid_value")
@@ -566,15 +566,15 @@ def _stop_sequences(stop: str | list[str] | UnsetType | None) -> list[str] | Uns
     return stop or UNSET
 
 
-_SERVICE_TIERS: dict[str, Literal["auto", "standard_only"]] = {"auto": "auto", "default": "standard_only"}
+SERVICE_TIERS: dict[str, Literal["auto", "standard_only"]] = {"auto": "auto", "default": "standard_only"}
 
 
 def _service_tier(tier: str | UnsetType | None) -> Literal["auto", "standard_only"] | UnsetType:
     if tier is UNSET or tier is None:
         return UNSET
-    if tier not in _SERVICE_TIERS:
+    if tier not in SERVICE_TIERS:
         _refuse("service_tier", f"Anthropic offers 'auto' and 'default' (standard only), not '{tier}'.")
-    return _SERVICE_TIERS[tier]
+    return SERVICE_TIERS[tier]
 
 
 def _apply_response_format(req: ChatRequest, body: MessagesRequest) -> None:
@@ -602,7 +602,7 @@ def _apply_response_format(req: ChatRequest, body: MessagesRequest) -> None:
 
 # ----------------------------------------------------------------------------------------- responses
 
-_FINISH_REASONS = {
+FINISH_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "max_tokens": "length",
@@ -617,10 +617,10 @@ _FINISH_REASONS = {
 def _finish_reason(stop_reason: str | None, json_answer: bool) -> str:
     if json_answer and stop_reason == "tool_use":
         return "stop"  # the forced JSON tool is the answer, not a call for the client to make
-    return _FINISH_REASONS.get(stop_reason or "", "stop")
+    return FINISH_REASONS.get(stop_reason or "", "stop")
 
 
-def _usage(usage: MessageUsage, thought: bool) -> Usage:
+def usage_of(usage: MessageUsage, thought: bool) -> Usage:
     """OpenAI counts cached prompt tokens inside prompt_tokens; Anthropic's input_tokens excludes them."""
     cache_read = usage.cache_read_input_tokens or 0
     cache_write = usage.cache_creation_input_tokens or 0
@@ -642,13 +642,21 @@ def _usage(usage: MessageUsage, thought: bool) -> Usage:
     return result
 
 
-def _thinking_detail(text: str, signature: str) -> dict[str, Any]:
+def merge_usage(current: MessageUsage, update: MessageUsage) -> MessageUsage:
+    """message_delta's usage is cumulative and, in newer API versions, repeats (possibly corrected)
+    input counts: every member it carries replaces the one from message_start."""
+    merged = {name: getattr(update, name) if getattr(update, name) is not None
+              else getattr(current, name) for name in MessageUsage.__struct_fields__}
+    return MessageUsage(**merged)
+
+
+def thinking_detail(text: str, signature: str) -> dict[str, Any]:
     entry: dict[str, Any] = msgspec.to_builtins(ReasoningDetail(
         type="reasoning.text", text=text, signature=signature or None, format=REASONING_FORMAT))
     return entry
 
 
-def _redacted_detail(data: str) -> dict[str, Any]:
+def redacted_detail(data: str) -> dict[str, Any]:
     entry: dict[str, Any] = msgspec.to_builtins(ReasoningDetail(
         type="reasoning.encrypted", data=data, format=REASONING_FORMAT))
     return entry
@@ -677,9 +685,9 @@ def parse_response(body: bytes, ctx: ResponseContext) -> tuple[bytes, Usage | No
                     id=block.id, function=ResponseFunctionCall(name=block.name, arguments=dumps(block.input))))
             case "thinking":
                 thoughts.append(block.thinking)
-                details.append(_thinking_detail(block.thinking, block.signature))
+                details.append(thinking_detail(block.thinking, block.signature))
             case "redacted_thinking":
-                details.append(_redacted_detail(block.data))
+                details.append(redacted_detail(block.data))
     message = ResponseMessage(content="".join(texts) if texts else None)
     if tool_calls:
         message.tool_calls = tool_calls
@@ -687,7 +695,7 @@ def parse_response(body: bytes, ctx: ResponseContext) -> tuple[bytes, Usage | No
         message.reasoning = message.reasoning_content = "".join(thoughts)
     if details:
         message.reasoning_details = details
-    usage = _usage(reply.usage, thought=bool(details))
+    usage = usage_of(reply.usage, thought=bool(details))
     return completion(ctx, message, _finish_reason(reply.stop_reason, json_answer), usage), usage
 
 
@@ -697,7 +705,7 @@ _HANDLED_EVENTS = frozenset({"message_start", "content_block_start", "content_bl
                              "message_delta", "message_stop", "error"})
 
 # A mid-stream ``error`` event has no HTTP status of its own: the status Anthropic gives that type.
-_STATUS_BY_ERROR_TYPE = {
+STATUS_BY_ERROR_TYPE = {
     "invalid_request_error": 400,
     "authentication_error": 401,
     "billing_error": 402,
@@ -777,7 +785,7 @@ class AnthropicStreamTranslator:
                 return [self.writer.end(reason, self.usage)]
             case "error":
                 detail = ev.error or ErrorDetail()
-                raise upstream_error(self._provider, _STATUS_BY_ERROR_TYPE.get(detail.type, 500),
+                raise upstream_error(self._provider, STATUS_BY_ERROR_TYPE.get(detail.type, 500),
                                      detail.message or detail.type, error_type=detail.type)
         return []
 
@@ -788,12 +796,8 @@ class AnthropicStreamTranslator:
         return []
 
     def _set_usage(self, update: MessageUsage) -> None:
-        # message_delta's usage is cumulative and, in newer API versions, repeats (possibly corrected)
-        # input counts: every member it carries replaces the one from message_start.
-        merged = {name: getattr(update, name) if getattr(update, name) is not None
-                  else getattr(self._upstream_usage, name) for name in MessageUsage.__struct_fields__}
-        self._upstream_usage = MessageUsage(**merged)
-        self.usage = _usage(self._upstream_usage, self._thought)
+        self._upstream_usage = merge_usage(self._upstream_usage, update)
+        self.usage = usage_of(self._upstream_usage, self._thought)
 
     def _start_block(self, index: int, block: ResponseBlock) -> list[bytes]:
         match block.type:
@@ -847,10 +851,10 @@ class AnthropicStreamTranslator:
         # The whole entry, text and signature, once the block is complete: concatenating every chunk's
         # reasoning_details gives exactly the non-stream message's list, ready to be sent back.
         if block.kind == "thinking":
-            detail = _thinking_detail("".join(block.thinking), block.signature)
+            detail = thinking_detail("".join(block.thinking), block.signature)
             return [self.writer.delta(Delta(reasoning_details=[detail]))]
         if block.kind == "redacted":
-            return [self.writer.delta(Delta(reasoning_details=[_redacted_detail(block.data)]))]
+            return [self.writer.delta(Delta(reasoning_details=[redacted_detail(block.data)]))]
         return []
 
     def _text(self, text: str) -> list[bytes]:
@@ -890,3 +894,26 @@ def parse_error(status: int, body: bytes, headers: Mapping[str, str], provider: 
         return upstream_error(provider, status, text, retry_after=retry_after)
     return upstream_error(provider, status, detail.message or f"HTTP {status}", error_type=detail.type,
                           retry_after=retry_after)
+
+
+class ErrorBody(msgspec.Struct, tag_field="type", tag="error", kw_only=True):
+    """Anthropic's error body, ``{"type": "error", "error": {"type", "message"}}``, for routes that answer
+    in Anthropic's shape (``/v1/messages``, ``/anthropic/*``)."""
+
+    error: ErrorDetail
+
+
+# The type Anthropic's API answers each status with: the inverse of the table above, plus the gateway's
+# 503 for an overloaded provider (Anthropic's 529, see ``upstream_error``).
+ERROR_TYPES_BY_STATUS = {status: kind for kind, status in STATUS_BY_ERROR_TYPE.items()} | {503: "overloaded_error"}
+
+
+def error_type_for_status(status: int) -> str:
+    return ERROR_TYPES_BY_STATUS.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
+def error_body(error: GatewayError) -> bytes:
+    """A gateway error in Anthropic's shape, so Anthropic SDKs raise their usual exception for it; the HTTP
+    status stays ``error.status_code`` (and ``error.headers``, retry-after included, go with it)."""
+    detail = ErrorDetail(type=error_type_for_status(error.status_code), message=error.message)
+    return _encoder.encode(ErrorBody(error=detail))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import hmac
 from typing import Any
 
 from litestar import Request, Response, get
@@ -16,11 +15,14 @@ from gateway.wire.openai import encoder
 
 
 def require_admin(state: GatewayState, authorization: str | None) -> None:
-    token = state.config.admin.token
-    if token is None:
-        raise PermissionDenied("The admin API is off: set [admin] token in config.toml.", code="admin_disabled")
+    """The configured admin token, or the one generated at first start (a proxy key never passes)."""
+    config = state.config
+    if not state.admin.enabled(config):
+        # Only when [admin] token was removed from a running gateway that never generated one.
+        raise PermissionDenied("The admin API is off: set [admin] token in config.toml, or restart the gateway "
+                               "to have one generated.", code="admin_disabled")
     scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+    if scheme.lower() != "bearer" or not state.admin.check_token(config, given.strip()):
         raise AuthenticationFailed("The admin API needs 'Authorization: Bearer <admin token>'.",
                                    code="invalid_admin_token")
 
