@@ -163,14 +163,24 @@ def _parent_map() -> dict[int, int]:
 
 
 def tree_rss_mb(root: int) -> float:
-    """Resident memory of a process and all its descendants (granian main + workers), in MB (10^6 bytes)."""
+    """Resident memory of a process and all its descendants (granian main + workers), in MB (10^6 bytes).
+
+    Counted as PSS (proportional set size), so the pages granian's main process and its forked workers
+    share (the app's modules, imported once before the fork) count once, split between them. Summing
+    each process's RSS would count them twice; where PSS is not available, RSS is summed instead.
+    """
     total_kb = 0
     for pid in descendants(_parent_map(), root):
+        total_kb += _pss_kb(pid)
+    return total_kb * 1024 / 1e6
+
+
+def _pss_kb(pid: int) -> int:
+    for source, field in ((f"/proc/{pid}/smaps_rollup", "Pss:"), (f"/proc/{pid}/status", "VmRSS:")):
         try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total_kb += int(line.split()[1])
-                    break
+            for line in Path(source).read_text().splitlines():
+                if line.startswith(field):
+                    return int(line.split()[1])
         except OSError:
             continue
-    return total_kb * 1024 / 1e6
+    return 0

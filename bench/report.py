@@ -30,8 +30,10 @@ processes of a minimal Python HTTP/1.1 client; an open-loop fixed-rate generator
 each request's *scheduled* send time (no coordinated omission); a sequential prober alternating direct /
 floor / gateway requests one at a time, whose "added" figures are the median over rounds of the
 per-round percentile differences; streams are read over `connection: close` connections, with time to
-first token measured to the first `data:` byte. RSS is the sum of VmRSS over the gateway's process tree
-(granian main + workers), in MB of 10^6 bytes.
+first token measured to the first `data:` byte. Memory ("RSS") is the proportional set size (PSS) summed
+over the gateway's process tree (granian main + workers), in MB of 10^6 bytes: the workers are forked
+after the app is imported, so they share those pages with the main process, and PSS counts each shared
+page once (a plain RSS sum would count it twice).
 
 `--quick` (CI guard, Python drivers only, about 1-2 minutes) fails only on gross regressions judged
 within the run: throughput < 0.3x the floor, added p50 > 5 ms, idle RSS > 200 MB, any error.
