@@ -217,3 +217,19 @@ def test_first_start_banner_says_where_things_are_and_how_to_make_a_key(tmp_path
     assert "provider: groq (openai, https://api.groq.com/openai/v1) from config file" in lines
     assert f"gateway keys create --name NAME --config {path}" in lines
     assert "first start" not in "\n".join(banner(load_config(str(path)), first_start=False))
+
+
+def test_no_arguments_means_serve(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "config.toml"
+    config.write_text(f'[server]\nport = {port}\ndata_dir = "./state"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "gateway"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=gateway_env(GATEWAY_CONFIG=str(config)))
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    text = proc.stderr.read().decode() if proc.stderr else ""
+    assert f"listening on http://127.0.0.1:{port}" in text
+    assert "first start: create a key" in text and str(tmp_path / "state" / "gateway.db") in text
