@@ -127,23 +127,6 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-class KeyRow(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    name: str
-    prefix: str
-    hash: str
-    created_at: float
-    last_used_at: float | None
-    revoked_at: float | None
-    budget_usd: float | None = None
-    budget_period: str = "month"
-    rpm: int | None = None
-    tpm: int | None = None
-    models: list[str] | None = None
-    expires_at: float | None = None
-    project: str | None = None
-
-
 class KeyLimits(msgspec.Struct, frozen=True, kw_only=True):
     """What ``keys create`` and ``keys update`` may set."""
 
@@ -154,6 +137,18 @@ class KeyLimits(msgspec.Struct, frozen=True, kw_only=True):
     models: list[str] | None = None
     expires_at: float | None = None
     project: str | None = None
+
+
+class KeyRow(KeyLimits, frozen=True, kw_only=True):
+    """A key as stored: its limits, and never its secret (only the secret's SHA-256)."""
+
+    id: str
+    name: str
+    prefix: str
+    hash: str
+    created_at: float
+    last_used_at: float | None
+    revoked_at: float | None
 
 
 class RequestRecord(msgspec.Struct, kw_only=True):

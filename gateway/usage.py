@@ -28,6 +28,7 @@ from gateway.wire.openai import Usage
 log = logging.getLogger("gateway.usage")
 
 PER_TOKEN = 1e-6  # prices are per 1M tokens
+WRITE_ATTEMPTS = 4
 
 
 class Cost(msgspec.Struct, frozen=True, kw_only=True):
@@ -160,12 +161,21 @@ class UsageRecorder:
                 return
 
     async def _write(self, batch: list[RequestRecord]) -> None:
+        """Commit a batch, retrying a failed write (e.g. the file locked by another process past SQLite's
+        busy timeout) a few times before giving the batch up, loudly."""
         started = time.perf_counter()
         assert self.store is not None
-        try:
-            await self.store.write_requests(batch)
-        except Exception:
-            log.exception("could not write %d usage records", len(batch))
-            return
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                await self.store.write_requests(batch)
+                break
+            except Exception:
+                if attempt == WRITE_ATTEMPTS - 1:
+                    self.dropped += len(batch)
+                    log.exception("could not write %d usage records after %d attempts: they are lost",
+                                  len(batch), WRITE_ATTEMPTS)
+                    return
+                log.warning("writing %d usage records failed; retrying", len(batch), exc_info=True)
+                await asyncio.sleep(0.2 * 2**attempt)
         self.written += len(batch)
         log.debug("wrote %d usage records in %.1f ms", len(batch), (time.perf_counter() - started) * 1000)
