@@ -48,7 +48,8 @@ def configure_mock(mock: Server, **knobs: float) -> None:
 def start_floor(workdir: Path, layout: Layout, mock: Server) -> Server:
     port = free_port()
     cmd = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1", "--no-ws", "--log-level", "warning", "bench.floor:app"]
+           "--workers", "1", "--no-ws", "--http", "1", "--runtime-mode", "st", "--log-level", "warning",
+           "bench.floor:app"]  # granian tuned as the gateway runs it: the floor must be the best possible
     proc = Proc("floor", cmd, cpus=layout.server, log=workdir / "floor.log", cwd=REPO,
                 env={"BENCH_FLOOR_UPSTREAM": f"http://127.0.0.1:{mock.port}"})
     # The floor has no health route: any answer from it (the mock's 404, relayed) means it is serving.
