@@ -6,11 +6,10 @@ only ``model`` rewritten: every other member, known or not, goes upstream as the
 
 from __future__ import annotations
 
-import re
-
 import msgspec
 
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, UnsupportedParameter
+from gateway.wire import Problem
 from gateway.wire.openai import (
     CHAT_REQUEST_FIELDS,
     GATEWAY_FIELDS,
@@ -20,9 +19,6 @@ from gateway.wire.openai import (
     encoder,
     raw_object_decoder,
 )
-
-_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
-_MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
 
 
 class ChatCall:
@@ -78,15 +74,17 @@ def parse_chat(body: bytes) -> ChatCall:
     return ChatCall(body, raw, request)
 
 
-def validation_error(text: str) -> InvalidRequest:
-    """Turn msgspec's "Expected `str`, got `int` - at `$.messages[0].content`" into a 400 with ``param``."""
-    match = _AT.match(text)
-    message, path = (match.group("msg"), match.group("path") or "") if match else (text, "")
-    param = path.lstrip(".") or None
-    missing = _MISSING.match(message)
-    if missing:
-        field = missing.group("field")
-        param = f"{param}.{field}" if param else field
-        return InvalidRequest(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+def validation_error(text: str, prefix: str = "") -> InvalidRequest:
+    """Turn msgspec's "Expected `str`, got `int` - at `$.messages[0].content`" into a 400 with ``param``;
+    ``prefix`` roots a path found inside one member."""
+    problem = Problem(text, prefix)
+    if problem.missing:
+        return InvalidRequest(f"Missing required parameter: '{problem.missing}'.", param=problem.missing,
+                              code="missing_required_parameter")
+    if problem.unknown:
+        return UnsupportedParameter(f"Unsupported parameter: '{problem.unknown}' is not part of this API.",
+                                    param=problem.unknown)
+    param = problem.path or None
+    message = problem.message
     return InvalidRequest(f"Invalid value for '{param}': {message}." if param else f"Invalid request: {message}.",
                           param=param, code="invalid_value")

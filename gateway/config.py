@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from gateway.wire import Problem
+
 ProviderKind = Literal["openai", "anthropic", "gemini"]
 PROVIDER_KINDS: tuple[str, ...] = ("openai", "anthropic", "gemini")
 
@@ -334,10 +336,6 @@ def interpolate(value: Any, file: str, key: str = "") -> Any:
 
 # ------------------------------------------------------------------------------------------- validation
 
-_MSGSPEC_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
-_UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
-
-
 def _convert(data: Any, schema: type[_T], file: str, prefix: str) -> _T:
     try:
         return msgspec.convert(data, schema)
@@ -346,15 +344,12 @@ def _convert(data: Any, schema: type[_T], file: str, prefix: str) -> _T:
 
 
 def _validation_error(file: str, text: str, prefix: str) -> ConfigError:
-    match = _MSGSPEC_AT.match(text)
-    message, path = (match.group("msg"), match.group("path") or "") if match else (text, "")
-    key = ".".join(part for part in (prefix, path.lstrip(".")) if part)
-    unknown = _UNKNOWN_FIELD.match(message)
-    if unknown:
-        name = unknown.group("field")
-        key = f"{key}.{name}" if key else name
-        return ConfigError(file, key, f"unknown key '{name}'", "check the spelling against config.example.toml")
-    return ConfigError(file, key or None, message, "see config.example.toml for the expected type")
+    problem = Problem(text, prefix)
+    if problem.unknown:
+        name = problem.unknown.rpartition(".")[2]
+        return ConfigError(file, problem.unknown, f"unknown key '{name}'",
+                           "check the spelling against config.example.toml")
+    return ConfigError(file, problem.path or None, problem.message, "see config.example.toml for the expected type")
 
 
 def _check_url(file: str, key: str, url: str) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from typing import Any, Literal
 
 import msgspec
@@ -175,7 +174,6 @@ class MessagesIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 _request_decoder = msgspec.json.Decoder(MessagesIn)
-_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`(?: - at `\$(?P<path>[^`]*)`)?$")
 
 # ------------------------------------------------------------------------ wire types: the answer
 
@@ -311,7 +309,7 @@ def parse_request(body: bytes, *, count_only: bool = False) -> MessagesIn:
     try:
         request = _request_decoder.decode(body)
     except msgspec.ValidationError as exc:
-        raise _invalid(str(exc)) from None
+        raise validation_error(str(exc)) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}") from None
     if not count_only and isinstance(request.max_tokens, UnsetType):
@@ -321,20 +319,6 @@ def parse_request(body: bytes, *, count_only: bool = False) -> MessagesIn:
         raise InvalidRequest("'messages' must contain at least one message.", param="messages",
                              code="invalid_value")
     return request
-
-
-def _invalid(text: str, prefix: str = "") -> InvalidRequest:
-    """msgspec's message as a 400 naming the member; ``prefix`` roots a path found inside one member."""
-    if prefix:
-        marker = " - at `$"
-        text = text.replace(marker, f"{marker}.{prefix}", 1) if marker in text else f"{text}{marker}.{prefix}`"
-    unknown = _UNKNOWN.match(text)
-    if unknown:
-        path = (unknown.group("path") or "").lstrip(".")
-        param = f"{path}.{unknown.group('field')}" if path else unknown.group("field")
-        return UnsupportedParameter(f"Unsupported parameter: '{param}' has no translation in the gateway's "
-                                    "Messages API.", param=param)
-    return validation_error(text)
 
 
 def to_chat_call(req: MessagesIn) -> ChatCall:
@@ -505,7 +489,7 @@ def _tools(tools: list[dict[str, Any]] | UnsetType) -> list[Tool]:
         try:
             tool = msgspec.convert(raw, ToolIn)
         except msgspec.ValidationError as exc:
-            raise _invalid(str(exc), f"tools[{i}]") from None
+            raise validation_error(str(exc), f"tools[{i}]") from None
         strict = tool.strict if isinstance(tool.strict, bool) else UNSET
         out.append(Tool(type="function", function=FunctionDef(name=tool.name, description=tool.description,
                                                               parameters=tool.input_schema, strict=strict)))
