@@ -431,13 +431,22 @@ def _document_part(block: DocumentIn, where: str) -> ContentPart:
     return ContentPart(type="file", file=FileData(filename=title, file_data=data_url))
 
 
+TOOL_ERROR_PREFIX = "Error: "
+
+
 def _tool_result(block: ToolResultIn, where: str) -> Message:
-    content: str | list[ContentPart] = ""
+    parts: list[ContentPart] = []
     if isinstance(block.content, str):
-        content = block.content
+        parts = [ContentPart(type="text", text=block.content)]
     elif isinstance(block.content, list):
-        content = _content([_user_part(part, f"{where}.content[{k}]") for k, part in enumerate(block.content)])
-    # is_error has no member in OpenAI's tool message: the result text carries the error (docs/messages.md).
+        parts = [_user_part(part, f"{where}.content[{k}]") for k, part in enumerate(block.content)]
+    if block.is_error is True:
+        # OpenAI's tool message has no error flag: the error travels in the text, marked as one.
+        if parts and parts[0].type == "text" and isinstance(parts[0].text, str):
+            parts[0] = ContentPart(type="text", text=f"{TOOL_ERROR_PREFIX}{parts[0].text}")
+        else:
+            parts.insert(0, ContentPart(type="text", text=TOOL_ERROR_PREFIX.rstrip()))
+    content = _content(parts) if parts else ""
     return Message(role="tool", tool_call_id=block.tool_use_id, content=content)
 
 

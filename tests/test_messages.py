@@ -114,7 +114,7 @@ def test_a_whole_conversation_becomes_the_openai_call() -> None:
              "reasoning_details": [SIGNED]},
             # Tool results first, in order, then the rest of the user's turn.
             {"role": "tool", "content": "a cat", "tool_call_id": "toolu_1"},
-            {"role": "tool", "content": "not found", "tool_call_id": "toolu_2"},
+            {"role": "tool", "content": "Error: not found", "tool_call_id": "toolu_2"},  # is_error, carried
             {"role": "user", "content": "Thanks."},
         ],
         "stream": True, "stream_options": {"include_usage": True},
