@@ -149,8 +149,32 @@ def markdown(meta: dict[str, Any], figures: dict[str, Any], checks: list[Check])
                       "### Raw figures\n", details(figures), "### Regression guards\n", guards_table(checks), ""])
 
 
+BINARY_HEADING = "## Single executable\n\n"
+
+
+def _binary_section(path: Path) -> str:
+    """The section ``python -m bench --binary`` wrote, kept when a full run rewrites the rest."""
+    text = path.read_text() if path.exists() else ""
+    start = text.find(BINARY_HEADING)
+    if start < 0:
+        return ""
+    end = text.find("\n## ", start + len(BINARY_HEADING))
+    return text[start:end + 1 if end >= 0 else len(text)]
+
+
 def write_docs(path: Path, body: str) -> None:
     path.write_text("# Benchmarks\n\nHow much the gateway adds on top of an upstream, measured against a mock "
                     "upstream, the thinnest possible pass-through and (optionally) LiteLLM's proxy. "
                     "Regenerate with `python -m bench` (about 10 minutes).\n\n"
-                    "## Latest results\n\n" + body + "\n" + METHOD)
+                    "## Latest results\n\n" + body + "\n" + _binary_section(path) + METHOD)
+
+
+def write_binary_section(path: Path, body: str) -> None:
+    """Put (or replace) the single executable's section just before the Method section."""
+    text = path.read_text()
+    old = _binary_section(path)
+    if old:
+        text = text.replace(old, "")
+    section = BINARY_HEADING + body + "\n"
+    at = text.find("## Method")
+    path.write_text(text[:at] + section + text[at:] if at >= 0 else text + "\n" + section)

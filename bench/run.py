@@ -45,6 +45,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--soak-seconds", type=float, default=None,
                         help="length of the memory soak (default 300; 0 in --quick, which skips it)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="folder for JSON and markdown")
+    parser.add_argument("--binary", nargs="?", const=REPO / "dist" / "gateway", type=Path, metavar="PATH",
+                        help="measure only the single executable (default dist/gateway, built by "
+                             "packaging/build.sh) beside the Python install, and write its section of "
+                             "docs/benchmarks.md")
     parser.add_argument("--gateway-src", type=Path, default=REPO,
                         help="folder whose gateway package is measured (default: this repo; e.g. a "
                              "`git archive` export of another commit)")
@@ -110,6 +114,10 @@ def _clean(value: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.binary:
+        from bench.binary import main as binary_main
+
+        return binary_main(args.binary, runs=5)
     soak = args.soak_seconds if args.soak_seconds is not None else (0.0 if args.quick else 300.0)
     lay = layout()
     os.sched_setaffinity(0, lay.client)  # this process is the load generator: it shares the mock's CPU

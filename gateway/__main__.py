@@ -3,26 +3,52 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
+import dataclasses
 import datetime
+import math
 import multiprocessing
 import os
+import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import msgspec
+from gateway import __version__
+from gateway.catalog import format_usd
+from gateway.config import CONFIG_ENV_VAR, Config, ConfigError, ServeFlags, load_config, parse_expiry
+from gateway.invocation import program
 
-from gateway import __version__, keys
-from gateway.config import CONFIG_ENV_VAR, Config, ConfigError, load_config, parse_expiry, with_overrides
-from gateway.store import KeyLimits, Store
-from gateway.usage_report import BY_CHOICES, as_csv, as_table
+# What only some commands need is imported by them: the store (aiosqlite, asyncio), the key operations and
+# the usage report. Every run builds the whole parser, `--version` and `--help` included, and the single
+# executable pays for each import again at every start.
+if TYPE_CHECKING:
+    from gateway import keys
+
+
+class _ByChoices:
+    """`usage --by`'s choices, read from the usage report only when argparse checks a value or prints
+    them (the module brings the store with it)."""
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._choices()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._choices())
+
+    @staticmethod
+    def _choices() -> tuple[str, ...]:
+        from gateway.usage_report import BY_CHOICES
+
+        return BY_CHOICES
 
 
 def _parser() -> argparse.ArgumentParser:
+    prog = program()
     parser = argparse.ArgumentParser(
-        prog="gateway", description="A self-hosted LLM gateway speaking the OpenAI API.",
+        prog=prog, description="A self-hosted LLM gateway speaking the OpenAI API.",
+        epilog=f"With no COMMAND, `{prog}` runs `{prog} serve` (on ./config.toml or the built-in defaults).",
     )
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -48,10 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     create = key_commands.add_parser("create", help="create a key and print its secret (shown once) on stdout")
     create.add_argument("--name", required=True, help="a unique name for the key")
-    update = key_commands.add_parser("update", help="change a key's limits (only the flags given change)")
+    update = key_commands.add_parser("update", help="change a key's limits (only the flags given change)",
+                                     description="change a key's limits: only the flags given change, every "
+                                                 "other limit keeps its current value")
     update.add_argument("key", metavar="NAME_OR_ID")
-    for sub in (create, update):
-        _limit_flags(sub)
+    _limit_flags(create, creating=True)
+    _limit_flags(update, creating=False)
     key_commands.add_parser("list", help="list keys with their spend and limits (never their secrets)")
     revoke = key_commands.add_parser("revoke", help="revoke a key by name or id")
     revoke.add_argument("key", metavar="NAME_OR_ID")
@@ -59,18 +87,32 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--config", metavar="PATH", help="config file (its server.data_dir holds the keys)")
 
     usage = add("usage", "print usage and spend, aggregated by key, model, project or day")
-    usage.add_argument("--by", choices=BY_CHOICES, default="key", help="how to group (default: key)")
+    usage.add_argument("--by", choices=_ByChoices(), default="key", metavar="BY",
+                       help="how to group: %(choices)s (default: key)")
     usage.add_argument("--since", metavar="DATE", type=_date, help="from this UTC day on (YYYY-MM-DD)")
     usage.add_argument("--until", metavar="DATE", type=_date, help="up to this UTC day (YYYY-MM-DD)")
     usage.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     return parser
 
 
-def _none_or(kind: Callable[[str], object]) -> Callable[[str], object]:
-    """A flag value, or 'none' to clear the limit."""
+def _none_or(kind: Callable[[str], object], expected: str) -> Callable[[str], object]:
+    """A flag value, or 'none' to clear the limit; a bad value is refused saying what is expected (argparse
+    alone would say "invalid parse value")."""
     def parse(value: str) -> object:
-        return None if value.lower() == "none" else kind(value)
+        if value.lower() == "none":
+            return None
+        try:
+            return kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r}: expected {expected}, or 'none'") from None
     return parse
+
+
+def _usd(value: str) -> float:
+    amount = float(value)
+    if not math.isfinite(amount):  # "nan" and "inf" parse as floats, but no budget can be compared to them
+        raise ValueError(value)
+    return amount  # a negative amount is refused by keys.validate_limits, as on the admin page
 
 
 def _date(value: str) -> str:
@@ -81,27 +123,42 @@ def _date(value: str) -> str:
 
 
 def _expiry(value: str) -> float:
-    return parse_expiry(_date(value))
+    expires = parse_expiry(_date(value))
+    if expires <= time.time():
+        # The key stops working at the start of that UTC day: a day already begun would make a key that
+        # never works (or one that stops at once), which nobody asks for on purpose.
+        raise argparse.ArgumentTypeError(f"{value} has already begun (UTC): a key expiring then would not work; "
+                                         "give a later day")
+    return expires
 
 
 def _patterns(value: str) -> list[str]:
     return [p.strip() for p in value.split(",")]
 
 
-def _limit_flags(sub: argparse.ArgumentParser) -> None:
+def _limit_flags(sub: argparse.ArgumentParser, *, creating: bool) -> None:
     unset = argparse.SUPPRESS  # update changes only the flags that are given
-    sub.add_argument("--budget-usd", type=_none_or(float), default=unset, metavar="X",
-                     help="USD budget per period ('none': no budget)")
+
+    def default(value: str) -> str:
+        # create applies these defaults; update never does (a flag not given keeps its current value).
+        return f"default: {value}" if creating else "unchanged when not given"
+
+    sub.add_argument("--budget-usd", type=_none_or(_usd, "a number of US dollars such as 25 or 0.50"),
+                     default=unset, metavar="X",
+                     help=f"USD budget per period ('none': no budget; {default('none')})")
     sub.add_argument("--budget-period", choices=("day", "week", "month", "total"), default=unset,
-                     help="budget period, UTC boundaries (default: month)")
-    sub.add_argument("--rpm", type=_none_or(int), default=unset, metavar="N", help="requests per minute ('none')")
-    sub.add_argument("--tpm", type=_none_or(int), default=unset, metavar="N", help="tokens per minute ('none')")
-    sub.add_argument("--models", type=_none_or(_patterns), default=unset, metavar="PATTERN,...",
-                     help="allowed models: globs over provider/model and group names ('none': all)")
-    sub.add_argument("--expires", type=_none_or(_expiry), default=unset, metavar="YYYY-MM-DD",
-                     help="the key stops working on this UTC day ('none': never)")
-    sub.add_argument("--project", type=_none_or(str), default=unset, metavar="ID",
-                     help="the project its requests count against ('none')")
+                     help=f"budget period, UTC boundaries ({default('month')})")
+    sub.add_argument("--rpm", type=_none_or(int, "a whole number"), default=unset, metavar="N",
+                     help=f"requests per minute ('none': no limit; {default('none')})")
+    sub.add_argument("--tpm", type=_none_or(int, "a whole number"), default=unset, metavar="N",
+                     help=f"tokens per minute ('none': no limit; {default('none')})")
+    sub.add_argument("--models", type=_none_or(_patterns, "comma-separated patterns"), default=unset,
+                     metavar="PATTERN,...",
+                     help=f"allowed models: globs over provider/model and group names ('none': all; {default('all')})")
+    sub.add_argument("--expires", type=_none_or(_expiry, "a day as YYYY-MM-DD"), default=unset, metavar="YYYY-MM-DD",
+                     help=f"the key stops working on this UTC day ('none': never; {default('never')})")
+    sub.add_argument("--project", type=_none_or(str, "a project name"), default=unset, metavar="ID",
+                     help=f"the project its requests count against ('none': no project; {default('none')})")
 
 
 _LIMIT_FLAGS = {"budget_usd": "budget_usd", "budget_period": "budget_period", "rpm": "rpm", "tpm": "tpm",
@@ -135,26 +192,51 @@ def cmd_init(args: argparse.Namespace) -> int:
     if path.exists() and not args.force:
         print(f"error: {path} already exists (use --force to overwrite it)", file=sys.stderr)
         return 1
-    path.write_text(render(example_text(), os.environ), encoding="utf-8")
-    config = _load(str(path))
+    # The new file is written beside the old one (so its relative data_dir means the same) and takes its
+    # place only once the key exists: a failed init leaves the old file and the database as they were.
+    draft = path.with_name(f".{path.name}.init-{os.getpid()}")
+    try:
+        draft.write_text(render(example_text(), os.environ), encoding="utf-8")
+        config = dataclasses.replace(_load(str(draft)), path=path.resolve())
+        import asyncio
+
+        code = asyncio.run(_keys(argparse.Namespace(keys_command="create", name=args.key_name), config))
+        if code != 0:
+            print(f"{path} was left unchanged", file=sys.stderr)
+            return code
+        draft.replace(path)
+    finally:
+        draft.unlink(missing_ok=True)
     providers = ", ".join(config.providers) or "none yet: uncomment a [providers.NAME] table"
-    code = asyncio.run(_keys(argparse.Namespace(keys_command="create", name=args.key_name), config))
     print(f"wrote {path} (providers: {providers})", file=sys.stderr)
-    if code == 0:
-        print(f"start the gateway with: gateway serve --config {path}", file=sys.stderr)
-    return code
+    print(f"start the gateway with: {program()} serve --config {path}", file=sys.stderr)
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.logs import setup_logging
-    from gateway.server import serve
+    from gateway.server import ServeRefused, serve, tolerate_closed_stderr
 
+    tolerate_closed_stderr()  # before any handler takes hold of sys.stderr
     setup_logging()
-    serve(with_overrides(_load(args.config), host=args.host, port=args.port, workers=args.workers))
+    flags = ServeFlags(host=args.host, port=args.port, workers=args.workers)
+    try:
+        serve(flags.apply(_load(args.config)), flags)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except ServeRefused as exc:
+        print(exc, file=sys.stderr)
+        return 1
     return 0
 
 
 async def _keys(args: argparse.Namespace, config: Config) -> int:
+    import msgspec
+
+    from gateway import keys
+    from gateway.store import KeyLimits, Store
+
     store = await Store.open(config.data_dir)
     try:
         if args.keys_command == "create":
@@ -180,6 +262,9 @@ async def _keys(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _usage(args: argparse.Namespace, config: Config) -> int:
+    from gateway.store import Store
+    from gateway.usage_report import as_csv, as_table
+
     store = await Store.open(config.data_dir)
     try:
         rows = await store.aggregate(args.by, since=args.since, until=args.until)
@@ -198,8 +283,8 @@ def _print_keys(views: list[keys.KeyView]) -> None:
               "MODELS", "EXPIRES", "PROJECT")
     table = [header] + [(
         v.name, v.id, v.source, (v.prefix + "…") if v.prefix else "-", _when(v.created_at), _when(v.last_used_at),
-        _when(v.revoked_at), f"${v.spent_usd:.4f}",
-        f"${v.budget_usd:g}/{v.budget_period}" if v.budget_usd is not None else "-",
+        _when(v.revoked_at), format_usd(v.spent_usd),
+        f"{format_usd(v.budget_usd)}/{v.budget_period}" if v.budget_usd is not None else "-",
         str(v.rpm or "-"), str(v.tpm or "-"), ",".join(v.models) if v.models is not None else "*",
         _when(v.expires_at)[:10], v.project or "-",
     ) for v in views]
@@ -209,6 +294,18 @@ def _print_keys(views: list[keys.KeyView]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        return code
+    except BrokenPipeError:
+        # The reader went away (`keys list | head`): stop quietly like other command-line tools, and point
+        # stdout at /dev/null so the interpreter's last flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     multiprocessing.freeze_support()
     args = _parser().parse_args(argv)
     if args.command is None:
@@ -217,10 +314,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_serve(args)
     if args.command == "check-config":
         return cmd_check_config(args)
-    if args.command == "usage":
-        return asyncio.run(_usage(args, _load(args.config)))
     if args.command == "init":
         return cmd_init(args)
+    import asyncio
+
+    if args.command == "usage":
+        return asyncio.run(_usage(args, _load(args.config)))
     return asyncio.run(_keys(args, _load(args.config)))
 
 

@@ -7,6 +7,7 @@ budget holds exactly once and leaves exactly one usage record.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from typing import Literal
@@ -23,16 +24,24 @@ from gateway.wire.openai import Usage
 
 # With neither max_tokens nor a catalog output limit, a reservation assumes this many output tokens.
 DEFAULT_OUTPUT_RESERVE = 4096
+# nginx's "client closed request": the client left before the gateway could answer.
+CLIENT_CLOSED = 499
+# Bodies kept with [logging] store_bodies are cut here (and say so): a 100 MB answer must not reach the DB.
+STORED_BODY_LIMIT = 1024 * 1024
 Mode = Literal["unified", "native", "messages"]
 
 
-def worst_cost(deployments: list[Deployment], prompt_tokens: int, max_tokens: int | None) -> float | None:
-    """The most any candidate could cost; None if one of them has no known price."""
+def worst_cost(deployments: list[Deployment], prompt_tokens: int, max_tokens: int | None,
+               choices: int = 1) -> float | None:
+    """The most any candidate could cost (``choices`` answers of up to ``max_tokens`` each); None if one of
+    them has no known price."""
     worst = 0.0
     for deployment in deployments:
         entry = deployment.entry
-        output = max_tokens or (entry.max_output_tokens if entry else None) or DEFAULT_OUTPUT_RESERVE
-        amount = worst_case_cost(prompt_tokens, output, entry.pricing if entry else None)
+        # A limit that is not positive limits nothing: reserve as if none was sent, never less than nothing.
+        given = max_tokens if max_tokens is not None and max_tokens > 0 else None
+        output = given or (entry.max_output_tokens if entry else None) or DEFAULT_OUTPUT_RESERVE
+        amount = worst_case_cost(prompt_tokens, output * max(choices, 1), entry.pricing if entry else None)
         if amount is None:
             return None
         worst = max(worst, amount)
@@ -69,8 +78,9 @@ class Meter:
 
     def finish(self, *, status: int, provider: str | None, model: str | None, pricing: Pricing | None,
                usage: Usage | None, attempts: int, error_type: str | None = None, routing: bytes | None = None,
-               response_body: bytes | None = None) -> None:
-        """Settle the holds and queue the record; a second call does nothing."""
+               response_body: bytes | None = None, estimated: bool = False) -> None:
+        """Settle the holds and queue the record; a second call does nothing. ``estimated``: the usage
+        is the gateway's estimate (the provider reported none), and the record says so."""
         if self.admission.settled:
             return
         priced = cost(usage, pricing) if usage is not None else None
@@ -86,9 +96,10 @@ class Meter:
             ttft_ms=round(self.ttft_ms, 3) if self.ttft_ms is not None else None,
             price_version=self.catalog_version if pricing is not None else None,
             routing=routing.decode() if routing else None,
-            request_body=self.request_body.decode(errors="replace") if self.request_body is not None else None,
-            response_body=response_body.decode(errors="replace")
+            request_body=stored_body(self.request_body) if self.request_body is not None else None,
+            response_body=stored_body(response_body)
             if self.request_body is not None and response_body is not None else None,
+            estimated=estimated and usage is not None,
             **counts(usage),
         )
         if priced is not None:
@@ -100,6 +111,19 @@ class Meter:
         self.recorder.record(record)
 
 
+    def abandon(self, exc: BaseException, *, attempts: int = 0, routing: bytes | None = None) -> None:
+        """Settle a request that ended by an exception before anything settled it: nothing is charged,
+        and the record says how it ended (a GatewayError's status, 499 for a client that left, else 500)."""
+        if isinstance(exc, GatewayError):
+            status, error_type = exc.status_code, exc.error_type
+        elif isinstance(exc, asyncio.CancelledError):
+            status, error_type = CLIENT_CLOSED, "client_disconnected"
+        else:
+            status, error_type = 500, "internal_error"
+        self.finish(status=status, provider=None, model=None, pricing=None, usage=None, attempts=attempts,
+                    error_type=error_type, routing=routing)
+
+
 def open_meter(governor: Governor, recorder: UsageRecorder, principal: Principal, *, project: str | None,
                tokens: int, worst_cost_usd: float | None, request_id: str, mode: Mode, stream: bool,
                requested_model: str | None, catalog_version: str, request_body: bytes | None = None) -> Meter:
@@ -109,8 +133,49 @@ def open_meter(governor: Governor, recorder: UsageRecorder, principal: Principal
                  request_body=request_body)
 
 
-def estimate_usage(prompt_tokens: int, completion_tokens: int) -> Usage:
-    """What a stream cut short by its client is charged: the prompt estimate and what was streamed."""
+def stored_body(body: bytes) -> str:
+    """A body as [logging] store_bodies keeps it: whole, or its first STORED_BODY_LIMIT bytes and a marker."""
+    if len(body) <= STORED_BODY_LIMIT:
+        return body.decode(errors="replace")
+    return (body[:STORED_BODY_LIMIT].decode(errors="ignore")
+            + f"\n[truncated by the gateway: {len(body) - STORED_BODY_LIMIT} more bytes not stored]")
+
+
+class _AnswerMessage(msgspec.Struct):
+    content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: msgspec.Raw | None = None
+
+
+class _AnswerChoice(msgspec.Struct):
+    message: _AnswerMessage | None = None
+
+
+class _Answer(msgspec.Struct):
+    choices: list[_AnswerChoice] = []
+
+
+_answer_decoder = msgspec.json.Decoder(_Answer)
+CHARS_PER_TOKEN = 4  # the same rough rule the prompt estimate uses
+
+
+def estimate_answer_usage(body: bytes, prompt_tokens: int, max_tokens: int | None) -> Usage:
+    """What an answer without a usage member is charged: the prompt estimate, and its text at about four
+    characters a token, never more than the client allowed (so never more than was reserved for it)."""
+    try:
+        choices = _answer_decoder.decode(body).choices
+        chars = sum(len(m.content or "") + len(m.reasoning_content or "") + len(m.tool_calls or b"")
+                    for c in choices if (m := c.message) is not None)
+    except msgspec.DecodeError:
+        chars = len(body)
+    return estimate_usage(prompt_tokens, -(-chars // CHARS_PER_TOKEN), limit=max_tokens)
+
+
+def estimate_usage(prompt_tokens: int, completion_tokens: int, *, limit: int | None = None) -> Usage:
+    """What a stream cut short by its client is charged: the prompt estimate and what was streamed; never
+    more output than the client's positive ``limit`` (what its reservation was made for)."""
+    if limit is not None and limit > 0:
+        completion_tokens = min(completion_tokens, limit)
     return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                  total_tokens=prompt_tokens + completion_tokens)
 

@@ -1,4 +1,5 @@
-"""Who may open the admin: the admin token, login sessions, CSRF tokens and failed-login throttling.
+"""Who may open the admin: the admin token, login sessions, CSRF tokens and wrong-token throttling (the
+login form and the /admin/api bearer share one book of failures per address).
 
 The token is ``[admin] token`` from the config or, when none is set, one generated on the first start:
 printed once on the console, only its SHA-256 kept (in ``admin_settings``). A login makes a session: a
@@ -105,7 +106,8 @@ class AdminAuth:
         sid, _, rest = cookie.partition(".")
         expires_text, _, signature = rest.partition(".")
         payload = f"{sid}.{expires_text}"
-        if not hmac.compare_digest(signature, self._mac(config, "session", payload)):
+        # As bytes: a str with a non-ASCII character makes compare_digest raise instead of saying no.
+        if not hmac.compare_digest(signature.encode(), self._mac(config, "session", payload).encode()):
             return None
         expires = float(expires_text) if expires_text.isdigit() else 0.0
         now = self.clock()
@@ -143,18 +145,25 @@ class AdminAuth:
             return 0.0
         return failures[0] + LOGIN_WINDOW_SECONDS - now
 
-    def login_failed(self, address: str) -> None:
+    def login_failed(self, address: str, what: str = "login") -> None:
+        """A wrong token from ``address``: through the login form, or (``what="API token"``) as the bearer
+        of an /admin/api call. Both count in one book, so neither way guesses faster than the other."""
         now = self.clock()
         if len(self._failures) >= _TRACKED_ADDRESSES and address not in self._failures:
             self._failures = {a: f for a, f in self._failures.items() if f and f[-1] > now - LOGIN_WINDOW_SECONDS}
         failures = self._failures.setdefault(address, deque())
         failures.append(now)
-        log.warning("admin login failed from %s (%d failure(s) in the last %d s)", address, len(failures),
+        log.warning("admin %s failed from %s (%d failure(s) in the last %d s)", what, address, len(failures),
                     LOGIN_WINDOW_SECONDS)
 
     def login_succeeded(self, address: str) -> None:
         self._failures.pop(address, None)
         log.info("admin login from %s", address)
+
+    def token_accepted(self, address: str) -> None:
+        """An /admin/api call with the right token: its address's earlier mistakes are forgiven (not logged:
+        scripts call often)."""
+        self._failures.pop(address, None)
 
 
 def _announce(token: str, config: Config) -> None:

@@ -2,34 +2,22 @@
 error message, a reload error) with any secret it may quote cut out.
 
 Masked: providers' ``api_key``, ``keys[].key``, ``admin.token``, and header values whose name or value
-looks like a credential. Free text loses every configured secret verbatim, then anything shaped like a
-key or a bearer token.
+looks like a credential. Free text goes through ``gateway.redaction`` (every configured secret, then
+anything credential-shaped), with the page's own mask.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
+from gateway import redaction
 from gateway.config import Config
+from gateway.redaction import header_is_secret
 
 MASK = "••••••••"
-_SECRET_HEADER = re.compile(r"auth|key|token|secret|password|cookie|signature|credential", re.I)
-# Long unbroken runs of letters and digits (at least one of each) read as generated credentials.
-_SECRET_VALUE = re.compile(r"^(?=.*[A-Za-z])(?=.*\d)[A-Za-z0-9_\-+/=.:]{24,}$")
-_SECRET_TEXT = re.compile(
-    r"\b(?:sk|pk|rk|gsk|ghp|xai)[-_][A-Za-z0-9_-]{12,}|\bAIza[A-Za-z0-9_-]{20,}"  # provider-style keys
-    r"|\b(?:bearer|basic)\s+[A-Za-z0-9._~+/=-]+"  # credentials in an Authorization header
-    r"|(?<=[?&])(?:api[_-]?key|key|token|secret|password)=[^&\s\"']+",  # credentials in a query string
-    re.I)
-
-
-def header_is_secret(name: str, value: str) -> bool:
-    return bool(_SECRET_HEADER.search(name) or _SECRET_VALUE.match(value.strip())
-                or value.lower().startswith(("bearer ", "basic ")))
 
 
 class Shown(str):
@@ -48,24 +36,15 @@ def safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
-class Redactor:
+class Redactor(redaction.Redactor):
     """Cuts the secrets of one config (and credential-shaped words) out of text shown on the page."""
 
     def __init__(self, config: Config) -> None:
-        found = [p.api_key for p in config.providers.values()]
-        found += [key.key for key in config.keys]
-        found += [v for p in config.providers.values() for n, v in p.headers.items() if header_is_secret(n, v)]
-        if config.admin.token:
-            found.append(config.admin.token)
-        # Longest first, so a secret that contains another is cut whole.
-        self._secrets = sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
+        super().__init__(redaction.config_secrets(config), mask=MASK)
 
     def __call__(self, text: str | None) -> str:
-        if not text:
-            return ""
-        for secret in self._secrets:
-            text = text.replace(secret, MASK)
-        return _SECRET_TEXT.sub(MASK, text)
+        # Errors arrive already cut where the gateway raised them; one mask on the page, whoever cut.
+        return super().__call__(text).replace(redaction.REDACTED, MASK)
 
 
 def masked_config(config: Config) -> list[tuple[str, list[tuple[str, str]]]]:
@@ -112,4 +91,6 @@ def _toml(value: Any) -> str:
         return "(not set)"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # a float field holding 90 was written 90: show it so, not 90.0
     return msgspec.json.encode(value).decode()

@@ -29,12 +29,27 @@ USAGE_MAX_DAYS = 366  # the chart has one bar a day
 LATENCY_WINDOW_S = 3600.0
 LATENCY_SAMPLES = 5000
 REQUESTS_PAGE = 50
+# Rows of one page where names come from clients (any ``provider/anything`` passes through): pages stay
+# small however many names there are.
+PROVIDERS_PAGE = 100  # targets of each provider
+USAGE_PAGE = 100
+OPEN_CIRCUITS_SHOWN = 10
+DIMENSION_OPTIONS = 200  # a filter with more values than this is a text field, not a drop-down
 _SUMMED = [f for f in Aggregate.__struct_fields__ if f != "group"]
 
 
 def _store(state: GatewayState) -> Store:
     assert state.store is not None, "the admin page is served only after the store is open"
     return state.store
+
+
+def page_number(text: str | None) -> int:
+    """A page number from the query string: anything but a plain positive number is the first page."""
+    return int(text) if text and text.isdigit() and len(text) < 10 and int(text) > 0 else 1
+
+
+def _pages(count: int, size: int) -> int:
+    return max(1, -(-count // size))
 
 
 def _days(first: datetime.date, last: datetime.date) -> list[str]:
@@ -67,7 +82,8 @@ class Overview(msgspec.Struct, kw_only=True):
     hourly: Chart
     top_keys: list[Aggregate]
     top_models: list[Aggregate]
-    open_circuits: list[str]
+    open_circuits: list[str]  # the first OPEN_CIRCUITS_SHOWN
+    more_open_circuits: int
 
 
 def _ranked(pairs: list[tuple[str, str, Aggregate]], by_model: bool) -> list[Aggregate]:
@@ -102,6 +118,7 @@ async def overview(state: GatewayState, now: float) -> Overview:
         count = counts.get(hour, 0)
         hours.append((begins.strftime("%H:00"), float(count), f"{begins:%Y-%m-%d %H:00}: {num(count)} requests"))
     pairs = await store.key_model_totals(starts["This month"])
+    opened = sorted(k for k, c in state.health.circuits.items() if c.state != "closed")
     return Overview(
         periods=periods,
         spend=spend_chart(f"Spend per day, last {OVERVIEW_DAYS} days (USD)",
@@ -110,7 +127,7 @@ async def overview(state: GatewayState, now: float) -> Overview:
                      total=num(sum(counts.values()))),
         top_keys=_ranked(pairs, by_model=False),
         top_models=_ranked(pairs, by_model=True),
-        open_circuits=sorted(k for k, c in state.health.circuits.items() if c.state != "closed"),
+        open_circuits=opened[:OPEN_CIRCUITS_SHOWN], more_open_circuits=max(len(opened) - OPEN_CIRCUITS_SHOWN, 0),
     )
 
 
@@ -181,10 +198,13 @@ def usage_filters(params: Mapping[str, str], now: float) -> tuple[UsageFilters, 
 
 
 class Usage(msgspec.Struct, kw_only=True):
-    rows: list[Aggregate]
+    rows: list[Aggregate]  # this page's
     total: Aggregate
     chart: Chart
     dimensions: Dimensions
+    page: int
+    pages: int
+    row_count: int
 
 
 async def usage_rows(state: GatewayState, filters: UsageFilters) -> list[Aggregate]:
@@ -198,7 +218,7 @@ def _summed(rows: list[Aggregate], group: str) -> Aggregate:
     return Aggregate(group=group, **{f: sum(getattr(r, f) for r in rows) for f in _SUMMED})
 
 
-async def usage(state: GatewayState, filters: UsageFilters) -> Usage:
+async def usage(state: GatewayState, filters: UsageFilters, page: int = 1) -> Usage:
     store = _store(state)
     cells = await store.aggregate_by_day(filters.by, since=filters.since, until=filters.until,
                                          key_id=filters.key or None, project=filters.project or None,
@@ -216,9 +236,12 @@ async def usage(state: GatewayState, filters: UsageFilters) -> Usage:
         rows.sort(key=lambda r: (-r.cost_usd, r.group))
     per_day = [_summed(day_rows, day) for day, day_rows in by_day.items()]
     first, last = datetime.date.fromisoformat(filters.since), datetime.date.fromisoformat(filters.until)
-    return Usage(rows=rows, total=_summed(rows, "Total"),
+    pages = _pages(len(rows), USAGE_PAGE)
+    page = min(page, pages)
+    return Usage(rows=rows[(page - 1) * USAGE_PAGE:page * USAGE_PAGE], total=_summed(rows, "Total"),
                  chart=spend_chart("Spend per day (USD)", per_day, first, last),
-                 dimensions=await store.usage_dimensions(filters.since, filters.until))
+                 dimensions=await store.usage_dimensions(filters.since, filters.until), page=page, pages=pages,
+                 row_count=len(rows))
 
 
 # ------------------------------------------------------------------------------------------- providers
@@ -241,7 +264,15 @@ class ProviderHealth(msgspec.Struct, kw_only=True):
     kind: str
     base_url: str
     down: str  # why the provider is skipped as a whole (its key was refused), or ""
-    targets: list[TargetHealth]
+    targets: list[TargetHealth]  # this page's
+    first: int  # the position of the page's first target among all of this provider's
+    total: int
+
+
+class ProvidersPage(msgspec.Struct, kw_only=True):
+    providers: list[ProviderHealth]
+    page: int
+    pages: int
 
 
 def percentile(sorted_values: list[float], p: float) -> float | None:
@@ -251,7 +282,8 @@ def percentile(sorted_values: list[float], p: float) -> float | None:
     return sorted_values[max(math.ceil(p * len(sorted_values)) - 1, 0)]
 
 
-async def providers(state: GatewayState, now: float) -> list[ProviderHealth]:
+async def providers(state: GatewayState, now: float, page: int = 1) -> ProvidersPage:
+    """Each provider's targets, PROVIDERS_PAGE of them on a page (page N shows each provider's Nth slice)."""
     runtime = state.runtime
     redact = Redactor(runtime.config)
     # Records name the upstream model; circuits and the page use the name clients use.
@@ -266,12 +298,16 @@ async def providers(state: GatewayState, now: float) -> list[ProviderHealth]:
     declared |= {t for route in runtime.config.routes.values() for t in route.targets if "*" not in t}
     health = state.health
     clock = state.pipeline.clock()  # circuits keep the pipeline's monotonic time
+    names = set(health.circuits) | set(latencies) | declared
+    by_provider = {name: sorted(k for k in names if k.partition("/")[0] == name) for name in runtime.config.providers}
+    pages = _pages(max((len(keys) for keys in by_provider.values()), default=0), PROVIDERS_PAGE)
+    page = min(page, pages)
+    first = (page - 1) * PROVIDERS_PAGE
     out = []
     for name, provider in runtime.config.providers.items():
-        keys_here = sorted(k for k in set(health.circuits) | set(latencies) | declared
-                           if k.partition("/")[0] == name)
+        keys_here = by_provider[name]
         targets = []
-        for key in keys_here:
+        for key in keys_here[first:first + PROVIDERS_PAGE]:
             circuit = health.circuits.get(key)
             values = sorted(latencies.get(key, []))
             targets.append(TargetHealth(
@@ -282,8 +318,9 @@ async def providers(state: GatewayState, now: float) -> list[ProviderHealth]:
                 last_error=redact(circuit.last_error) if circuit else ""))
         down = health.provider_down.get(name)
         out.append(ProviderHealth(name=name, kind=provider.kind, base_url=safe_url(provider.base_url),
-                                  down=redact(down[1]) if down else "", targets=targets))
-    return out
+                                  down=redact(down[1]) if down else "", targets=targets, first=first,
+                                  total=len(keys_here)))
+    return ProvidersPage(providers=out, page=page, pages=pages)
 
 
 # ------------------------------------------------------------------------------------------- requests

@@ -1,8 +1,9 @@
-"""The admin page's templates and static files, read from the ``gateway.web`` package.
+"""The admin page's templates and static files, read from the ``web/`` folder ``gateway.assets`` finds.
 
-``importlib.resources`` finds them wherever the package lives: a clone, an installed wheel, a PyInstaller
-bundle. Autoescaping is on for every template, so anything shown (a key's name, a model, a provider's
-error) is text, never markup. Static files are few and small: read once, served from memory with an ETag.
+``gateway.assets`` finds it the same way wherever the package lives: a clone, an installed wheel, an
+editable install, a PyInstaller bundle. Autoescaping is on for every template, so anything shown (a key's
+name, a model, a provider's error) is text, never markup. Static files are few and small: read once,
+served from memory with an ETag.
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ from __future__ import annotations
 import datetime
 import functools
 import hashlib
-import importlib.resources
 import math
 from typing import Any
 
 import jinja2
 import msgspec
 
-WEB = importlib.resources.files("gateway.web")
+from gateway.assets import WEB
+
 _STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".svg": "image/svg+xml"}
 

@@ -8,6 +8,7 @@ named explicitly as ``provider/model`` that no catalog knows still works: its ca
 
 from __future__ import annotations
 
+import math
 import tomllib
 from importlib.resources import files
 from typing import Literal
@@ -40,6 +41,8 @@ class CatalogEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     provider: str  # the conventional provider name: openai, anthropic, google, groq, mistral, deepseek…
     kind: Literal["openai", "anthropic", "gemini"]
     host: str | None = None  # API host, so a provider configured under another name is still matched
+    # The provider's default model: what `auto` reaches when config names no models (see router.py).
+    default: bool = False
     context_window: int | None = None
     max_output_tokens: int | None = None
     capabilities: Capabilities = msgspec.field(default_factory=Capabilities)
@@ -55,3 +58,19 @@ class CatalogFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 def load_builtin() -> CatalogFile:
     text = files("gateway").joinpath("data", "catalog.toml").read_text(encoding="utf-8")
     return msgspec.convert(tomllib.loads(text), CatalogFile)
+
+
+def format_usd(amount: float) -> str:
+    """A USD amount as text with enough digits to be true: cents when they are exact, else up to six
+    significant digits ($0.0001 never reads as $0.00, $3.2 reads as $3.20)."""
+    if not math.isfinite(amount):
+        return f"${amount}"
+    sign = "-" if amount < 0 else ""
+    amount = abs(amount)
+    if amount == 0 or abs(amount - round(amount, 2)) <= 1e-9 * max(amount, 1e-3):
+        return f"{sign}${amount:.2f}"
+    # Six significant digits, trailing zeros dropped, never fewer than two decimals.
+    decimals = max(2, 5 - math.floor(math.log10(amount)))
+    text = f"{amount:.{decimals}f}".rstrip("0")
+    whole, _, frac = text.partition(".")
+    return f"{sign}${whole}.{frac.ljust(2, '0')}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
+from gateway.door import check_chat_request, decode_raw_object
 from gateway.errors import InvalidRequest, UnsupportedParameter
 from gateway.wire import Problem
 from gateway.wire.openai import (
@@ -17,7 +18,6 @@ from gateway.wire.openai import (
     RawObject,
     chat_request_decoder,
     encoder,
-    raw_object_decoder,
 )
 
 
@@ -55,22 +55,17 @@ class ChatCall:
 
 
 def parse_chat(body: bytes) -> ChatCall:
-    if not body.strip():
-        raise InvalidRequest("The request body is empty: send a JSON object with 'model' and 'messages'.")
-    try:
-        raw = raw_object_decoder.decode(body)
-    except msgspec.ValidationError:
-        raise InvalidRequest("The request body must be a JSON object.") from None
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}") from None
+    """The body as a chat call, checked at the door (see ``gateway/door.py``): any problem is a 400."""
+    raw = decode_raw_object(body, hint="a JSON object with 'model' and 'messages'")
     try:
         request = chat_request_decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise validation_error(str(exc)) from None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}") from None
     if not request.messages:
         raise InvalidRequest("'messages' must contain at least one message.", param="messages")
-    if not request.model:
-        raise InvalidRequest("'model' must be a non-empty string.", param="model")
+    check_chat_request(request)
     return ChatCall(body, raw, request)
 
 

@@ -7,11 +7,14 @@ use it, so they report the same errors.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import os
 import re
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -19,6 +22,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from gateway.redaction import redact
 from gateway.wire import Problem
 
 ProviderKind = Literal["openai", "anthropic", "gemini"]
@@ -53,6 +57,11 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     data_dir: str = "./data"
     workers: int = 1
     max_body_mb: float = 32.0
+    # A request body must arrive within body_timeout_s, plus one second per min_body_rate_kbps kB received:
+    # a slow but steady upload finishes, a trickle that holds a connection open is cut off with a 408.
+    body_timeout_s: float = 30.0
+    min_body_rate_kbps: float = 32.0
+    max_upstream_body_mb: float = 64.0
 
 
 class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -64,6 +73,7 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     timeout: float = 600.0
     headers: dict[str, str] = {}
     stream_usage: bool = True
+    native_paths: list[str] = []  # "METHOD /path/glob" a native route may reach beyond the defaults
 
 
 class RoutingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -131,6 +141,7 @@ class KeyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     models: list[str] | None = None
     expires: str | None = None  # YYYY-MM-DD (UTC): the key stops working at the start of that day
     project: str | None = None
+    native_paths: list[str] = []  # as providers.NAME.native_paths, for this key on every provider
 
 
 class ProjectConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -200,6 +211,7 @@ class Provider(msgspec.Struct, frozen=True, kw_only=True):
     timeout: float
     headers: dict[str, str]
     stream_usage: bool = True
+    native_paths: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # never show the key, whoever prints this object
         return f"Provider(name={self.name!r}, kind={self.kind!r}, base_url={self.base_url!r})"
@@ -237,6 +249,18 @@ class ConfigError(Exception):
         return f"{text}\n  hint: {self.hint}" if self.hint else text
 
 
+class ConfigErrors(ConfigError):
+    """Every mistake found in one file, in file order; ``key``, ``message`` and ``hint`` are the first's."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = errors
+        first = errors[0]
+        super().__init__(first.file, first.key, first.message, first.hint)
+
+    def __str__(self) -> str:
+        return "\n".join(ConfigError.__str__(error) for error in self.errors)
+
+
 # ---------------------------------------------------------------------------------------------- loading
 
 
@@ -270,6 +294,10 @@ def load_config_file(path: Path) -> Config:
         raise ConfigError(file, None, f"cannot read file: {exc.strerror}", "check its permissions") from None
     except UnicodeDecodeError:
         raise ConfigError(file, None, "the file is not valid UTF-8", "save it as UTF-8") from None
+    return _load_reporting_all(raw, file, path)
+
+
+def _parse(raw: dict[str, Any], file: str, path: Path) -> Config:
     data = interpolate(raw, file)
     # msgspec shows a dict member as "[...]" in error paths; checking each named table first lets
     # the error name it (providers.groq.api_kye rather than providers[...].api_kye).
@@ -340,33 +368,294 @@ def _convert(data: Any, schema: type[_T], file: str, prefix: str) -> _T:
     try:
         return msgspec.convert(data, schema)
     except msgspec.ValidationError as exc:
-        raise _validation_error(file, str(exc), prefix) from None
+        raise _validation_error(file, str(exc), prefix, schema) from None
 
 
-def _validation_error(file: str, text: str, prefix: str) -> ConfigError:
+def _validation_error(file: str, text: str, prefix: str, schema: Any = None) -> ConfigError:
     problem = Problem(text, prefix)
     if problem.unknown:
         name = problem.unknown.rpartition(".")[2]
         return ConfigError(file, problem.unknown, f"unknown key '{name}'",
                            "check the spelling against config.example.toml")
+    enum = _ENUM_VALUE.match(problem.message)
+    allowed = _allowed_values(schema, problem.path[len(prefix):].lstrip(".")) if enum else None
+    if enum and allowed:
+        return ConfigError(file, problem.path or None, f"{enum.group(1)} is not one of: {', '.join(allowed)}",
+                           "use one of the values listed")
     return ConfigError(file, problem.path or None, problem.message, "see config.example.toml for the expected type")
+
+
+_ENUM_VALUE = re.compile(r"^Invalid enum value (.+)$")
+_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _allowed_values(schema: Any, relative: str) -> list[str] | None:
+    """The values a Literal field takes, found by walking ``schema`` along a key path (a.b[0].c)."""
+    kind = schema
+    for name, _index in _STEP.findall(relative):
+        kind = _unwrap_optional(kind)
+        if name and isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+            kind = next((f.type for f in msgspec.structs.fields(kind) if f.encode_name == name), None)
+        elif typing.get_origin(kind) in (dict, list):
+            kind = typing.get_args(kind)[-1]  # a table's member or a list's item
+        else:
+            return None
+    kind = _unwrap_optional(kind)
+    return [str(v) for v in typing.get_args(kind)] if typing.get_origin(kind) is Literal else None
+
+
+def _unwrap_optional(kind: Any) -> Any:
+    """``X | None`` -> ``X``; anything else as it is."""
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        members = [m for m in typing.get_args(kind) if m is not type(None)]
+        if len(members) == 1:
+            return members[0]
+    return kind
+
+
+# ------------------------------------------------------------------------------ every error at once
+# The checks stop at the first mistake they meet. To report them all, the file is checked again without
+# each mistake found so far: a wrong key (server.port = 70000) is dropped, so its default stands in;
+# when that is not enough (a required key is missing), the item that holds it goes: a [[keys]] or
+# [[models]] row, a routes/projects/limits.providers table, or, for providers.NAME, a valid stand-in under
+# the same name, so that the routes and models naming the provider are not reported as well.
+
+_ITEM_TABLES = ("limits.providers", "providers", "routes", "projects")
+_ITEM_LISTS = ("keys", "models")
+_STAND_IN_PROVIDER = {"type": "openai", "base_url": "http://stand-in.invalid/v1"}
+_MAX_ERRORS = 100
+
+
+def _load_reporting_all(raw: dict[str, Any], file: str, path: Path) -> Config:
+    try:
+        return _parse(raw, file, path)
+    except ConfigError as exc:
+        first = exc
+    data = copy.deepcopy(raw)
+    errors: dict[str, ConfigError] = {}
+    dropped: set[str] = set()  # keys dropped so far, as named in the file
+    dropped_rows: dict[str, list[int]] = {}  # list name -> original indexes dropped, to name later rows right
+    tried: set[tuple[str | int, ...]] = set()
+    error: ConfigError | None = first
+    while error is not None and error.key is not None and len(errors) < _MAX_ERRORS:
+        steps = _steps(data, error.key)
+        original = _original_key(steps, dropped_rows)
+        missing = _MISSING_FIELD.match(error.message)
+        if not (missing and f"{original}.{missing.group(1)}" in dropped):  # not just the key dropped above
+            errors.setdefault(original, _with_key(error, original))
+        next_out = _target(data, steps, tried)
+        if next_out is None:
+            break
+        target, whole_item = next_out
+        tried.add(tuple(target))
+        dropped.add(_original_key(target, dropped_rows))
+        _drop(data, target, whole_item, dropped_rows)
+        try:
+            _parse(data, file, path)
+            error = None
+        except ConfigError as exc:
+            error = exc
+    if not errors:
+        raise first
+    order = _positions(raw)
+    in_file_order = sorted(errors.items(), key=lambda item: _position(order, item[0]))
+    raise ConfigErrors([e for _, e in in_file_order]) from None
+
+
+_MISSING_FIELD = re.compile(r"^Object missing required field `([^`]+)`")
+
+
+def _with_key(error: ConfigError, key: str) -> ConfigError:
+    return error if error.key == key else ConfigError(error.file, key, error.message, error.hint)
+
+
+def _target(data: dict[str, Any], steps: list[str | int],
+            tried: set[tuple[str | int, ...]]) -> tuple[list[str | int], bool] | None:
+    """What to take out of the file next, and whether it is the item holding the key at fault: the key
+    itself if it is a table member not yet tried, else its item."""
+    if steps and isinstance(steps[-1], str) and tuple(steps) not in tried and _has(data, steps):
+        return steps, False
+    item = _item(steps)
+    if item is None and len(steps) == 2 and steps[0] in _ITEM_LISTS and isinstance(steps[1], int):
+        item = steps  # the row itself is at fault (e.g. a model declared twice)
+    if item is None or tuple(item) in tried or not _has(data, item):
+        return None
+    return item, True
+
+
+def _steps(data: dict[str, Any], key: str) -> list[str | int]:
+    """A key path as steps into the data: named tables matched against the names present (a provider name
+    may hold dots), list indexes as ints."""
+    steps: list[str | int] = []
+    rest = key
+    for table in _ITEM_TABLES:
+        prefix = table + "."
+        members = _get(data, table.split("."))
+        if rest.startswith(prefix) and isinstance(members, dict):
+            tail = rest[len(prefix):]
+            name = max((n for n in members if tail == n or tail.startswith(n + ".") or tail.startswith(n + "[")),
+                       key=len, default=None)
+            if name is not None:
+                steps = [*table.split("."), name]
+                rest = tail[len(name):].lstrip(".")
+                break
+    for name, index in _STEP.findall(rest):
+        steps.append(int(index) if index else name)
+    return steps
+
+
+def _item(steps: list[str | int]) -> list[str | int] | None:
+    """The item holding a key: providers.NAME (and the like) or keys[i] / models[i]; None for a top-level
+    table's own keys (server.port has no item but itself)."""
+    for table in _ITEM_TABLES:
+        head: list[str | int] = list(table.split("."))
+        if steps[:len(head)] == head and len(steps) > len(head) + 1:
+            return steps[:len(head) + 1]
+    if len(steps) > 2 and steps[0] in _ITEM_LISTS and isinstance(steps[1], int):
+        return steps[:2]
+    return None
+
+
+def _get(data: Any, steps: list[str] | list[str | int]) -> Any:
+    for step in steps:
+        in_table = isinstance(data, dict) and isinstance(step, str) and step in data
+        in_list = isinstance(data, list) and isinstance(step, int) and 0 <= step < len(data)
+        if not (in_table or in_list):
+            return None
+        data = data[step]
+    return data
+
+
+def _has(data: Any, steps: list[str | int]) -> bool:
+    parent = _get(data, steps[:-1])
+    last = steps[-1] if steps else None
+    return (isinstance(parent, dict) and last in parent) or (
+        isinstance(parent, list) and isinstance(last, int) and 0 <= last < len(parent))
+
+
+def _drop(data: Any, steps: list[str | int], whole_item: bool, dropped_rows: dict[str, list[int]]) -> None:
+    parent = _get(data, steps[:-1])
+    last = steps[-1]
+    if isinstance(parent, list) and isinstance(last, int):
+        # Only whole [[keys]] / [[models]] rows leave a list: remember which, so later rows keep their
+        # original index in the report.
+        name = str(steps[0])
+        dropped_rows.setdefault(name, []).append(_original_index(last, dropped_rows.get(name, [])))
+        del parent[last]
+    elif whole_item and steps[:1] == ["providers"] and isinstance(parent, dict):
+        parent[last] = dict(_STAND_IN_PROVIDER)
+    else:
+        assert isinstance(parent, dict)
+        del parent[last]
+
+
+def _original_index(index: int, dropped: list[int]) -> int:
+    for gone in sorted(dropped):
+        if gone <= index:
+            index += 1
+    return index
+
+
+def _original_key(steps: list[str | int], dropped_rows: dict[str, list[int]]) -> str:
+    out = ""
+    for i, step in enumerate(steps):
+        if isinstance(step, int):
+            if i == 1 and steps[0] in _ITEM_LISTS:
+                step = _original_index(step, dropped_rows.get(str(steps[0]), []))
+            out += f"[{step}]"
+        else:
+            out += f".{step}" if out else step
+    return out
+
+
+def _positions(raw: Any, prefix: str = "", into: dict[str, int] | None = None) -> dict[str, int]:
+    """Every key path of the file, numbered in file order."""
+    order = into if into is not None else {}
+    if isinstance(raw, dict):
+        for name, value in raw.items():
+            path = f"{prefix}.{name}" if prefix else str(name)
+            order.setdefault(path, len(order))
+            _positions(value, path, order)
+    elif isinstance(raw, list):
+        for i, value in enumerate(raw):
+            path = f"{prefix}[{i}]"
+            order.setdefault(path, len(order))
+            _positions(value, path, order)
+    return order
+
+
+def _position(order: dict[str, int], key: str) -> int:
+    """Where a key is in the file; a missing key sorts where the nearest table holding it is."""
+    while key:
+        if key in order:
+            return order[key]
+        key = key[:max(key.rfind("."), key.rfind("["), 0)]
+    return len(order)
 
 
 def _check_url(file: str, key: str, url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(file, key, f"invalid URL {url!r}", "use an http:// or https:// URL with a host")
+        # The URL is shown without the credentials it may carry (user info, a key= member): errors are logged.
+        raise ConfigError(file, key, f"invalid URL {redact(url)!r}", "use an http:// or https:// URL with a host")
     return url.rstrip("/")
 
 
-def build(parsed: ConfigFile, file: str, *, base_dir: Path, path: Path | None) -> Config:
-    server = parsed.server
+def _check_server(file: str, server: ServerConfig) -> None:
     if not 0 < server.port < 65536:
         raise ConfigError(file, "server.port", f"port {server.port} is out of range", "use 1-65535")
     if server.workers < 1:
         raise ConfigError(file, "server.workers", "must be at least 1", "one worker is the default")
     if server.max_body_mb <= 0:
         raise ConfigError(file, "server.max_body_mb", "must be positive", "the default is 32")
+    if server.body_timeout_s <= 0:
+        raise ConfigError(file, "server.body_timeout_s", "must be positive seconds", "the default is 30")
+    if server.min_body_rate_kbps <= 0:
+        raise ConfigError(file, "server.min_body_rate_kbps", "must be positive", "the default is 32 (kB/s)")
+
+
+def limits_in_config(keys: list[KeyConfig], projects: dict[str, ProjectConfig], limits: LimitsConfig) -> str | None:
+    """The first budget or rate limit the file sets (its key, e.g. ``keys[0].budget_usd``), or None."""
+    for i, key in enumerate(keys):
+        for name in ("budget_usd", "rpm", "tpm"):
+            if getattr(key, name) is not None:
+                return f"keys[{i}].{name}"
+    for project_name, project in projects.items():
+        if project.budget_usd is not None:
+            return f"projects.{project_name}.budget_usd"
+    for name in ("rpm", "tpm"):
+        if getattr(limits, name) is not None:
+            return f"limits.{name}"
+    for provider, limit in limits.providers.items():
+        for name in ("rpm", "tpm"):
+            if getattr(limit, name) is not None:
+                return f"limits.providers.{provider}.{name}"
+    return None
+
+
+def workers_refused(file: str, workers: int, limit: str, hint: str | None = None) -> ConfigError:
+    """Budgets, rate limits and reservations live in each worker's memory: N workers would each admit the
+    whole allowance (measured: $1.86 spent of $1, RPM 10 admitting 20). Until that state is shared, more than
+    one worker is refused whenever any limit exists."""
+    return ConfigError(file, "server.workers",
+                       f"{workers} workers cannot enforce {limit}: each worker counts budgets and rate limits on "
+                       f"its own, so together they would allow {workers} times as much",
+                       hint or f"set server.workers = 1 (or drop --workers), or remove {limit}")
+
+
+def _check_workers(file: str, workers: int, keys: list[KeyConfig], projects: dict[str, ProjectConfig],
+                   limits: LimitsConfig) -> None:
+    if workers > 1:
+        limit = limits_in_config(keys, projects, limits)
+        if limit is not None:
+            raise workers_refused(file, workers, limit)
+
+
+def build(parsed: ConfigFile, file: str, *, base_dir: Path, path: Path | None) -> Config:
+    server = parsed.server
+    _check_server(file, server)
+    if server.max_upstream_body_mb <= 0:
+        raise ConfigError(file, "server.max_upstream_body_mb", "must be positive", "the default is 64")
     providers: dict[str, Provider] = {}
     seen_lower: dict[str, str] = {}
     for name, spec in parsed.providers.items():
@@ -405,6 +694,7 @@ def build(parsed: ConfigFile, file: str, *, base_dir: Path, path: Path | None) -
             name=name, kind=kind, base_url=base_url, api_key=spec.api_key, models=models,
             connect_timeout=spec.connect_timeout, timeout=spec.timeout, headers=dict(spec.headers),
             stream_usage=spec.stream_usage,
+            native_paths=_check_native_paths(file, f"{key}.native_paths", spec.native_paths),
         )
     _check_routing(file, parsed.routing)
     _check_routes(file, parsed.routes, providers)
@@ -414,6 +704,7 @@ def build(parsed: ConfigFile, file: str, *, base_dir: Path, path: Path | None) -
         data_dir = base_dir / data_dir
     _check_keys(file, parsed.keys)
     _check_governance(file, parsed)
+    _check_workers(file, server.workers, parsed.keys, parsed.projects, parsed.limits)
     return Config(server=server, providers=providers, data_dir=data_dir, path=path, routing=parsed.routing,
                   routes=parsed.routes, models=parsed.models, keys=parsed.keys, projects=parsed.projects,
                   limits=parsed.limits, usage=parsed.usage,
@@ -445,12 +736,25 @@ def _check_keys(file: str, keys: list[KeyConfig]) -> None:
             raise ConfigError(file, f"{where}.key", "two keys have the same secret", "give each key its own")
         secrets.add(key.key)
         _check_limits(file, where, key.budget_usd, key.rpm, key.tpm)
+        _check_native_paths(file, f"{where}.native_paths", key.native_paths)
         if key.expires is not None:
             try:
                 parse_expiry(key.expires)
             except ValueError:
                 raise ConfigError(file, f"{where}.expires", f"invalid date {key.expires!r}",
                                   'use YYYY-MM-DD, e.g. expires = "2027-01-31"') from None
+
+
+_NATIVE_PATH_RE = re.compile(r"^(GET|POST|PUT|PATCH|DELETE|\*) /\S*$")
+
+
+def _check_native_paths(file: str, key: str, patterns: list[str]) -> tuple[str, ...]:
+    for pattern in patterns:
+        if not _NATIVE_PATH_RE.match(pattern):
+            raise ConfigError(file, key, f"invalid pattern {pattern!r}",
+                              'write "METHOD /path", METHOD one of GET, POST, PUT, PATCH, DELETE or *, e.g. '
+                              '"GET /v1/files/*" (* stays within one path segment, ** crosses them)')
+    return tuple(patterns)
 
 
 def _check_limits(file: str, where: str, budget: float | None, rpm: int | None, tpm: int | None) -> None:
@@ -535,13 +839,32 @@ def _check_models(file: str, models: list[ModelConfig], providers: dict[str, Pro
         seen.add((model.name, model.provider))
 
 
+SERVE_FLAGS_ENV_VAR = "GATEWAY_SERVE_FLAGS"
+
+
+class ServeFlags(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """``gateway serve --host/--port/--workers``: handed to the workers, which load the file themselves,
+    through the environment (SERVE_FLAGS_ENV_VAR), and applied again on every reload."""
+
+    host: str | None = None
+    port: int | None = None
+    workers: int | None = None
+
+    def apply(self, config: Config) -> Config:
+        return with_overrides(config, host=self.host, port=self.port, workers=self.workers)
+
+
 def with_overrides(config: Config, *, host: str | None = None, port: int | None = None,
                    workers: int | None = None) -> Config:
-    """Apply CLI flags over the file."""
+    """Apply CLI flags over the file, checked as the file's values are (ConfigError naming the flag)."""
     server = msgspec.structs.replace(
         config.server,
         host=host if host is not None else config.server.host,
         port=port if port is not None else config.server.port,
         workers=workers if workers is not None else config.server.workers,
     )
+    flags = " ".join(f"--{name} {value}" for name, value in (("host", host), ("port", port), ("workers", workers))
+                     if value is not None)
+    _check_server(f"the command line ({flags})", server)
+    _check_workers(f"the command line ({flags})", server.workers, config.keys, config.projects, config.limits)
     return dataclasses.replace(config, server=server)

@@ -30,6 +30,8 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from gateway.redaction import redact, redact_bytes
+
 
 class ErrorDetail(msgspec.Struct):
     message: str
@@ -60,6 +62,9 @@ class GatewayError(Exception):
         headers: dict[str, str] | None = None,
         provider: str | None = None,
     ) -> None:
+        # Cut here, once, so that every rendering (OpenAI envelope, Messages, native shapes, stream error
+        # events, log lines) is clean: provider errors often quote the key they refused.
+        message = redact(message)
         super().__init__(message)
         self.message = message
         self.param = param
@@ -80,8 +85,9 @@ class GatewayError(Exception):
         return ErrorDetail(message=self.message, type=self.error_type, param=self.param, code=self.code)
 
     def body(self) -> bytes:
-        """The OpenAI error envelope, encoded."""
-        return _encoder.encode(ErrorEnvelope(error=self.detail(), metadata=self.metadata))
+        """The OpenAI error envelope, encoded; the routing trail in ``metadata`` may quote providers too."""
+        body = _encoder.encode(ErrorEnvelope(error=self.detail(), metadata=self.metadata))
+        return body if self.metadata is None else redact_bytes(body)
 
 
 class InvalidRequest(GatewayError):
@@ -132,6 +138,14 @@ class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
     default_code = "payload_too_large"
+
+
+class RequestTimeout(GatewayError):
+    """The request body did not arrive in time (server.body_timeout_s, server.min_body_rate_kbps)."""
+
+    status = 408
+    type = "invalid_request_error"
+    default_code = "request_timeout"
 
 
 class RateLimited(GatewayError):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from gateway.catalog import format_usd
 from gateway.config import Config, parse_expiry
 from gateway.errors import BudgetExceeded, KeyExpired, PermissionDenied, RateLimited
 from gateway.limits import Budget, TokenBucket, format_reset
@@ -78,8 +79,10 @@ class Admission:
         self.settled = True
         now = self.governor.clock()
         if tokens is not None:
+            # A negative report (a hostile upstream) counts as none used: at most what was taken comes back.
+            used = max(tokens, 0)
             for bucket in self.buckets:
-                bucket.adjust(self.tokens - tokens, now)
+                bucket.adjust(self.tokens - used, now)
         for budget in self.budgets:
             budget.settle(self.reserved_usd, cost_usd or 0.0, now)
 
@@ -139,6 +142,9 @@ class Governor:
 
     def admit(self, principal: Principal, project: str | None, tokens: int, worst_cost: float | None) -> Admission:
         now = self.clock()
+        # Whatever the caller computed, nothing is taken or reserved below zero (the door refuses negative
+        # max_tokens; this holds for every route, native ones included).
+        tokens = max(tokens, 0)
         budgets = [b for b in (self._key_budgets.get(principal.key_id),
                                self._project_budgets.get(project) if project else None) if b is not None]
         if budgets and worst_cost is None:
@@ -147,6 +153,8 @@ class Governor:
                 "counted: add its pricing under [[models]] in config.toml, or use a priced model.",
                 code="price_unknown")
         cost = worst_cost or 0.0
+        if cost < 0:  # NaN is kept as it is: it never fits a budget
+            cost = 0.0
         taken = self._take_rates(principal, tokens, now)
         reserved: list[Budget] = []
         for budget in budgets:
@@ -158,9 +166,12 @@ class Governor:
                     bucket.adjust(amount, now)
                 owner = f"project '{project}'" if budget is self._project_budgets.get(project or "") else "key"
                 raise BudgetExceeded(
-                    f"Budget exceeded for this {owner}: ${budget.remaining(now):.6f} of ${budget.limit:.2f} "
-                    f"remains for the current {budget.period}, and this request may cost up to ${cost:.6f}. "
-                    f"Lower max_tokens, or ask for a larger budget.", headers=self.headers(principal, now))
+                    f"Budget exceeded for this {owner}: {format_usd(budget.remaining(now))} of "
+                    f"{format_usd(budget.limit)} remains for the current {budget.period}, and this request "
+                    f"reserves {format_usd(cost)} up front: its worst case, the estimated prompt plus max_tokens "
+                    f"(when max_tokens is not sent, the model's longest possible answer) at the model's prices. "
+                    f"Send a smaller max_tokens to reserve less, or ask for a larger budget.",
+                    headers=self.headers(principal, now))
             reserved.append(budget)
         tpm = [bucket for bucket, _, unit in taken if unit == "tokens"]
         return Admission(governor=self, principal=principal, project=project, tokens=tokens, reserved_usd=cost,
@@ -200,6 +211,7 @@ class Governor:
     def provider_admit(self, provider: str, tokens: int) -> float:
         """Per-provider limits, checked for each target: 0 when it may be tried, else seconds to wait."""
         now = self.clock()
+        tokens = max(tokens, 0)
         rpm, tpm = self._provider_rpm.get(provider), self._provider_tpm.get(provider)
         if rpm is not None and (wait := rpm.try_take(1, now)):
             return wait

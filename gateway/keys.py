@@ -55,6 +55,7 @@ def principal_of(row: KeyRow) -> Principal:
 class KeyRing:
     def __init__(self) -> None:
         self._by_hash: dict[str, tuple[str, Principal]] = {}
+        self._rows: list[KeyRow] = []
         self._config_keys: list[tuple[str, Principal]] = []
         self.last_used: dict[str, float] = {}
         self._data_version = -1
@@ -64,14 +65,20 @@ class KeyRing:
         return [principal for _, principal in self._by_hash.values()]
 
     def set_config_keys(self, keys: list[tuple[str, Principal]]) -> None:
-        """[[keys]] of config.toml: (secret, principal) pairs, kept across database reloads."""
+        """[[keys]] of config.toml: (secret, principal) pairs, kept across database reloads. Called again
+        on a config reload, it rebuilds the ring at once: a deleted entry stops working, a new one works."""
         self._config_keys = [(hash_secret(secret), principal) for secret, principal in keys]
+        self._rebuild()
 
     def load(self, rows: list[KeyRow]) -> None:
-        by_hash = {row.hash: (row.hash, principal_of(row)) for row in rows if row.revoked_at is None}
+        self._rows = [row for row in rows if row.revoked_at is None]
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        by_hash = {row.hash: (row.hash, principal_of(row)) for row in self._rows}
         for digest, principal in self._config_keys:
             by_hash[digest] = (digest, principal)
-        self._by_hash = by_hash
+        self._by_hash = by_hash  # one assignment: a request sees the old ring or the new one
 
     async def refresh(self, store: Store, *, force: bool = False) -> bool:
         """Reload from the store when another connection committed since the last look."""
@@ -85,7 +92,7 @@ class KeyRing:
     def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
             raise AuthenticationFailed(
-                "Missing API key: send your gateway key as 'Authorization: Bearer sk-proxy-...'."
+                "Missing API key: send your gateway key (it starts with 'sk-proxy-') as 'Authorization: Bearer <key>'."
             )
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
@@ -151,11 +158,22 @@ def validate_limits(limits: KeyLimits) -> KeyLimits:
     return limits
 
 
+def _single_worker_limits(config: Config, limits: KeyLimits) -> KeyLimits:
+    """Budgets and rate limits are counted per worker process (see config.workers_refused)."""
+    workers = config.server.workers
+    limited = [f"--{name.replace('_', '-')}" for name in ("budget_usd", "rpm", "tpm")
+               if getattr(limits, name) is not None]
+    if workers > 1 and limited:
+        raise KeyOperationError(f"{', '.join(limited)} cannot be enforced with server.workers = {workers}: each "
+                                "worker counts limits on its own; set server.workers = 1 first")
+    return limits
+
+
 async def create(store: Store, config: Config, name: str, limits: KeyLimits) -> tuple[str, KeyRow]:
     if any(k.name == name for k in config.keys):
         raise KeyOperationError(f"a key named {name!r} is declared in the config file")
     try:
-        return await create_key(store, name, validate_limits(limits))
+        return await create_key(store, name, _single_worker_limits(config, validate_limits(limits)))
     except DuplicateName:
         raise KeyOperationError(f"a key named {name!r} already exists") from None
 
@@ -172,7 +190,7 @@ async def find_editable(store: Store, config: Config, name_or_id: str) -> KeyRow
 async def update(store: Store, config: Config, name_or_id: str, changes: dict[str, object]) -> KeyRow:
     row = await find_editable(store, config, name_or_id)
     current = {f: getattr(row, f) for f in KeyLimits.__struct_fields__}
-    limits = validate_limits(msgspec.convert({**current, **changes}, KeyLimits))
+    limits = _single_worker_limits(config, validate_limits(msgspec.convert({**current, **changes}, KeyLimits)))
     await store.update_key(row.id, limits)
     return msgspec.structs.replace(row, **msgspec.structs.asdict(limits))
 

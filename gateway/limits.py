@@ -9,6 +9,10 @@ Budgets reserve a request's worst-case cost before it goes upstream and settle t
 ends, so concurrent requests cannot overspend: a reservation that does not fit next to what is spent
 and already reserved is refused. Periods reset on their UTC boundary (day, ISO week, month; "total"
 never resets).
+
+Every amount that arrives here is clamped first (``_amount``): a negative, NaN or infinite count from a
+hostile client or upstream can neither fill a bucket past its limit, drain it beyond one minute's debt,
+release more than was reserved, nor lower what was spent.
 """
 
 from __future__ import annotations
@@ -49,6 +53,11 @@ def period_start_day(period: Period | str, now: float) -> str:
     return period_start(period, now).strftime("%Y-%m-%d")
 
 
+def _amount(value: float) -> float:
+    """A quantity that can only be taken or given back: negative and NaN count as nothing."""
+    return value if value > 0 else 0.0
+
+
 class TokenBucket:
     __slots__ = ("limit", "rate", "tokens", "updated")
 
@@ -65,6 +74,7 @@ class TokenBucket:
 
     def try_take(self, amount: float, now: float) -> float:
         """Take ``amount`` and return 0, or take nothing and return the seconds until it would fit."""
+        amount = _amount(amount)
         self._refill(now)
         if self.tokens >= amount:
             self.tokens -= amount
@@ -74,9 +84,14 @@ class TokenBucket:
         return (amount - self.tokens) / self.rate
 
     def adjust(self, delta: float, now: float) -> None:
-        """Give back (positive) or take more (negative, may go below zero) after the fact."""
+        """Give back (positive) or take more (negative, may go below zero) after the fact.
+
+        The debt is floored at one minute's worth: however large a usage report, the bucket is full again
+        within two minutes, so one request can never lock a key (or the gateway) out for longer."""
+        if delta != delta:  # NaN: nothing to adjust by
+            return
         self._refill(now)
-        self.tokens = min(self.limit, self.tokens + delta)
+        self.tokens = min(self.limit, max(-self.limit, self.tokens + delta))
 
     def remaining(self, now: float) -> int:
         self._refill(now)
@@ -91,7 +106,7 @@ class TokenBucket:
 class Budget:
     """A USD budget over a period: settled spend plus what in-flight requests have reserved."""
 
-    __slots__ = ("limit", "period", "period_started", "reserved", "spent")
+    __slots__ = ("holds", "limit", "period", "period_started", "reserved", "spent")
 
     def __init__(self, limit: float, period: Period | str, spent: float, now: float) -> None:
         self.limit = limit
@@ -99,6 +114,7 @@ class Budget:
         self.period_started = period_start(period, now).timestamp()
         self.spent = spent
         self.reserved = 0.0
+        self.holds = 0  # reservations not yet settled: none left means nothing is reserved, float dust included
 
     def _roll(self, now: float) -> None:
         start = period_start(self.period, now).timestamp()
@@ -111,16 +127,25 @@ class Budget:
         return max(self.limit - self.spent - self.reserved, 0.0)
 
     def try_reserve(self, amount: float, now: float) -> bool:
+        """Hold ``amount`` (negative counts as 0; NaN never fits) if it fits beside spend and reservations."""
+        if amount != amount:
+            return False
+        amount = _amount(amount)
         self._roll(now)
         if self.spent + self.reserved + amount > self.limit:
             return False
         self.reserved += amount
+        self.holds += 1
         return True
 
     def settle(self, reserved: float, actual: float, now: float) -> None:
+        """Release ``reserved`` (never more than is held) and count ``actual`` as spent (never a refund;
+        an infinite or NaN cost counts as what was reserved)."""
         self._roll(now)
-        self.reserved = max(self.reserved - reserved, 0.0)
-        self.spent += actual
+        reserved = min(_amount(reserved), self.reserved)
+        self.holds = max(self.holds - 1, 0)
+        self.reserved = self.reserved - reserved if self.holds else 0.0
+        self.spent += _amount(actual) if math.isfinite(actual) else reserved
 
     def reconfigure(self, limit: float, period: Period | str, spent: float | None, now: float) -> None:
         """New limits from the CLI or a config reload; spend is kept unless the period changed."""

@@ -18,6 +18,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from gateway.chat import ChatCall, validation_error
+from gateway.door import MESSAGES_RANGES, check_body, check_model_name, check_ranges
 from gateway.errors import GatewayError, InvalidRequest, UnsupportedParameter, UpstreamError
 from gateway.providers.anthropic import (
     FINISH_REASONS,
@@ -302,15 +303,14 @@ _usage_decoder = msgspec.json.Decoder(Usage)
 
 
 def parse_request(body: bytes, *, count_only: bool = False) -> MessagesIn:
-    """The client's body as typed Messages Structs; any problem is a 400 naming the member."""
-    if not body.strip():
-        raise InvalidRequest("The request body is empty: send a JSON object with 'model', 'max_tokens' and "
-                             "'messages'.")
+    """The client's body as typed Messages Structs, checked at the door (``gateway/door.py``); any problem
+    is a 400 naming the member."""
+    check_body(body, hint="a JSON object with 'model', 'max_tokens' and 'messages'")
     try:
         request = _request_decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise validation_error(str(exc)) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}") from None
     if not count_only and isinstance(request.max_tokens, UnsetType):
         raise InvalidRequest("Missing required parameter: 'max_tokens'.", param="max_tokens",
@@ -318,6 +318,8 @@ def parse_request(body: bytes, *, count_only: bool = False) -> MessagesIn:
     if not request.messages:
         raise InvalidRequest("'messages' must contain at least one message.", param="messages",
                              code="invalid_value")
+    check_model_name(request.model)
+    check_ranges(request, MESSAGES_RANGES)
     return request
 
 

@@ -52,5 +52,6 @@ def model_list(table: RouteTable) -> ModelListing:
     groups: list[Group] = list(table.groups.values())
     if table.auto.members:
         groups.append(table.auto)
-    data.extend(_group_info(g) for g in sorted(groups, key=lambda g: g.name != AUTO and g.name))
+    # ``auto`` first, then the groups by name (a tuple: a bool key alone would be compared with a str).
+    data.extend(_group_info(g) for g in sorted(groups, key=lambda g: (g.name != AUTO, g.name)))
     return ModelListing(data=data)

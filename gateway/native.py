@@ -8,14 +8,17 @@ the way in, the usage on the way out) from a copy.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Literal
 from urllib.parse import unquote, unquote_plus
 
 import msgspec
+from yarl import URL
 
 from gateway.config import Provider
+from gateway.door import MAX_TOKENS, check_body, check_model_name, check_optional_int, header_value
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.providers import anthropic, gemini
 from gateway.sse import SSEParser, encode_data, encode_event
@@ -45,18 +48,46 @@ _GEMINI_MODEL = re.compile(r"(?:^|/)(?:models|tunedModels)/([^/:]+):\w+$")
 # ------------------------------------------------------------------------------------------ requests
 
 
+class _ThinkingConfig(msgspec.Struct, rename="camel"):
+    thinking_budget: int | None = None
+
+
 class _GenerationConfig(msgspec.Struct, rename="camel"):
     max_output_tokens: int | None = None
+    candidate_count: int | None = None
+    thinking_config: _ThinkingConfig | None = None
+
+
+class _Thinking(msgspec.Struct):
+    budget_tokens: int | None = None
 
 
 class _Asked(msgspec.Struct):
-    """The members of a request body the gateway accounts with; every other member is skipped unread."""
+    """The members of a request body the gateway accounts with or checks; every other member is skipped."""
 
     model: str | None = None
     max_tokens: int | None = None  # Anthropic, OpenAI chat (legacy)
     max_completion_tokens: int | None = None  # OpenAI chat
     max_output_tokens: int | None = None  # OpenAI Responses
+    n: int | None = None  # OpenAI chat and completions
+    thinking: _Thinking | None = None  # Anthropic extended thinking
     generation_config: _GenerationConfig | None = msgspec.field(default=None, name="generationConfig")  # Gemini
+
+    def check(self) -> None:
+        """Every number the gateway reserves by, or that multiplies the answer, in a sane range: a negative
+        limit would drain the rate buckets and price the request at nothing."""
+        for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
+            check_optional_int(name, getattr(self, name), low=1, high=MAX_TOKENS)
+        check_optional_int("n", self.n, low=1, high=128)
+        if self.thinking is not None:
+            check_optional_int("thinking.budget_tokens", self.thinking.budget_tokens, low=0, high=MAX_TOKENS)
+        config = self.generation_config
+        if config is not None:
+            check_optional_int("generationConfig.maxOutputTokens", config.max_output_tokens, low=1, high=MAX_TOKENS)
+            check_optional_int("generationConfig.candidateCount", config.candidate_count, low=1, high=128)
+            if config.thinking_config is not None:  # -1: Gemini's "dynamic thinking"
+                check_optional_int("generationConfig.thinkingConfig.thinkingBudget",
+                                   config.thinking_config.thinking_budget, low=-1, high=MAX_TOKENS)
 
 
 _asked_decoder = msgspec.json.Decoder(_Asked)
@@ -74,20 +105,29 @@ class Wanted(msgspec.Struct, frozen=True, kw_only=True):
         return 0 if self.free else self.prompt_tokens + (self.max_tokens or 0)
 
 
-def wanted(kind: Kind, path: str, body: bytes) -> Wanted:
+def wanted(kind: Kind, path: str, body: bytes, *, generation: bool = True) -> Wanted:
     """The model and output limit of a request: from the body (OpenAI, Anthropic) or the path (Gemini).
 
-    A body that is not JSON (a multipart upload, nothing at all) names no model; a JSON body whose
-    ``model`` or output limit has the wrong type is refused, since its cost could not be counted.
+    ``generation``: the endpoint takes a JSON object naming a model (chat, messages, generateContent…), so a
+    body that is not one (not UTF-8, nested too deep, an array, not JSON) is refused with a 400. Any other
+    endpoint (a file upload, a batch) may send any body: one that is not a JSON object names no model. Either
+    way a ``model`` or number of the wrong type or out of range is refused, since its cost could not be counted.
     """
     asked = _Asked()
-    if body:
+    if body or generation:
         try:
+            check_body(body)
             asked = _asked_decoder.decode(body)
+        except InvalidRequest:
+            if generation:
+                raise
         except msgspec.ValidationError as exc:
-            raise InvalidRequest(f"Invalid request body: {exc}", code="invalid_value") from None
-        except msgspec.DecodeError:
-            pass
+            if generation or not str(exc).startswith("Expected `object`"):
+                raise InvalidRequest(f"Invalid request body: {exc}", code="invalid_value") from None
+        except (msgspec.DecodeError, RecursionError) as exc:
+            if generation:
+                raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}") from None
+    asked.check()
     if kind == "gemini":
         match = _GEMINI_MODEL.search(path)
         model = unquote(match.group(1)) if match else None
@@ -96,23 +136,136 @@ def wanted(kind: Kind, path: str, body: bytes) -> Wanted:
     else:
         model = asked.model
         limit = asked.max_completion_tokens or asked.max_tokens or asked.max_output_tokens
+    if model:  # it goes into records, headers and log lines
+        check_model_name(model)
     return Wanted(model=model or None, max_tokens=limit, prompt_tokens=len(body) // 4,
                   free=path.endswith(_FREE_SUFFIXES))
 
 
+# --------------------------------------------------------------------------------------------- paths
+
+# Percent-decoding is repeated this many times looking for a hidden ".." (%252e%252e is ".." twice
+# decoded); a path still changing after that is refused rather than trusted.
+_MAX_DECODINGS = 4
+# Characters no endpoint path needs and some servers read as separators or line ends: backslash (IIS and
+# others treat it as "/"), NUL and the other controls.
+_FORBIDDEN = re.compile(r"[\\\x00-\x1f\x7f]")
+
+
+def _escapes(path: str) -> bool:
+    """Whether ``path``, at any depth of percent-decoding, holds a dot segment ("." or "..", also with
+    ";params" as Tomcat reads them), a forbidden character or bytes that are not UTF-8: what a server could
+    resolve outside the base path, whichever decoding it applies."""
+    text = path
+    for _ in range(_MAX_DECODINGS + 1):
+        if _FORBIDDEN.search(text):
+            return True
+        if any(segment.partition(";")[0].strip() in (".", "..") for segment in text.split("/")):
+            return True
+        try:
+            # Strict UTF-8: overlong forms (%c0%af for "/") are how lenient decoders get tricked.
+            decoded = unquote(text, errors="strict")
+        except UnicodeDecodeError:
+            return True
+        if decoded == text:
+            return False
+        text = decoded
+    return True
+
+
+def _bad_path(path: str) -> InvalidRequest:
+    shown = path if len(path) <= 80 else path[:80] + "…"
+    return InvalidRequest(f"Invalid path '{_FORBIDDEN.sub('?', shown)}': a native path may not contain '.' or "
+                          "'..' segments (encoded or not), backslashes or control characters, and must stay "
+                          "under the provider's base URL.", code="invalid_path")
+
+
 def upstream_url(provider: Provider, path: str, query: str) -> str:
-    """The client's path and query on the provider's base URL.
+    """The client's path and query on the provider's base URL; a path that could leave the base URL (dot
+    segments, encoded or not, backslashes, control characters) is a 400 ``invalid_path``.
 
     OpenAI-compatible base URLs include ``/v1`` (https://api.openai.com/v1) while the OpenAI SDK, pointed
     at ``/openai/v1``, sends ``/openai/v1/chat/completions``: a leading ``v1/`` is dropped when the base
     URL already ends in ``/v1``, so the version is not doubled. Anthropic and Gemini base URLs are the host
     root, so their paths (``v1/messages``, ``v1beta/models/...``, ``v1/models/...``) are kept whole.
+
+    The URL is finally parsed as the upstream client will parse it (yarl decodes ``%2e`` and resolves dot
+    segments), and must still be on the base URL's origin and under its path.
     """
+    if _escapes(path):
+        raise _bad_path(path)
     path = path.lstrip("/")
     if provider.base_url.endswith("/v1") and (path == "v1" or path.startswith("v1/")):
         path = path[3:]
     url = f"{provider.base_url}/{path}" if path else provider.base_url
+    base, sent = URL(provider.base_url), URL(url)
+    prefix = base.raw_path.rstrip("/")
+    inside = not prefix or sent.raw_path == prefix or sent.raw_path.startswith(prefix + "/")
+    if (sent.scheme, sent.host, sent.port) != (base.scheme, base.host, base.port) or not inside:
+        raise _bad_path(path)
     return f"{url}?{query}" if query else url
+
+
+def api_path(kind: Kind, path: str) -> str:
+    """The client's path as the provider's API reference names it, for ``native_paths`` patterns: decoded
+    once, with a leading "/", and for OpenAI-type providers always under ``/v1`` (the SDK pointed at
+    ``/openai/v1`` sends ``v1/files``; a client of a base URL without the version sends ``files``)."""
+    path = unquote(path.lstrip("/"))
+    if kind == "openai" and not (path == "v1" or path.startswith("v1/")):
+        path = f"v1/{path}".rstrip("/")
+    return "/" + path
+
+
+# ------------------------------------------------------------------------------------------- access
+
+# What any key may reach: the endpoints that generate (or count, or embed) with a named model, and the model
+# listings. Everything else a provider serves (files, batches, stored completions and responses, fine-tuning,
+# vector stores, assistants, the organization's usage and costs, audio and images) holds or makes data shared
+# by everyone behind the gateway's provider key, so it needs a ``native_paths`` pattern.
+_GEMINI_METHODS = ("generateContent", "streamGenerateContent", "countTokens", "embedContent", "batchEmbedContents")
+_GEMINI_VERSIONS = ("v1", "v1beta", "v1alpha")
+DEFAULT_PATHS: dict[Kind, tuple[str, ...]] = {
+    "openai": ("POST /v1/chat/completions", "POST /v1/completions", "POST /v1/embeddings", "POST /v1/responses",
+               "POST /v1/responses/input_tokens", "GET /v1/models", "GET /v1/models/*"),
+    "anthropic": ("POST /v1/messages", "POST /v1/messages/count_tokens", "POST /v1/complete", "GET /v1/models",
+                  "GET /v1/models/*"),
+    "gemini": (*(f"POST /{version}/{collection}/*:{method}" for version in _GEMINI_VERSIONS
+                 for collection in ("models", "tunedModels") for method in _GEMINI_METHODS),
+               *(f"GET /{version}/models{rest}" for version in _GEMINI_VERSIONS for rest in ("", "/*"))),
+}
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    """A path glob: ``*`` is any run within one segment, ``**`` any run across segments, ``?`` one character."""
+    parts = re.split(r"(\*\*|\*|\?)", pattern)
+    return re.compile("".join({"**": ".*", "*": "[^/]*", "?": "[^/]"}.get(part, re.escape(part)) for part in parts))
+
+
+@functools.lru_cache(maxsize=256)
+def native_access(kind: Kind, extra: tuple[str, ...]) -> NativeAccess:
+    """The access rules for a provider kind plus these patterns, compiled once per distinct set."""
+    return NativeAccess(DEFAULT_PATHS[kind], extra)
+
+
+class NativeAccess:
+    """Which (method, API path) pairs a request may reach: a provider kind's defaults plus ``native_paths``
+    patterns ("METHOD /path/glob", METHOD may be ``*``) from the provider's config and the key's."""
+
+    def __init__(self, defaults: Iterable[str], extra: Iterable[str]) -> None:
+        self._defaults = [self._compile(p) for p in defaults]
+        self._rules = self._defaults + [self._compile(p) for p in extra]
+
+    @staticmethod
+    def _compile(pattern: str) -> tuple[str, re.Pattern[str]]:
+        method, _, path = pattern.strip().partition(" ")
+        return method.upper(), _glob(path.strip())
+
+    def allows(self, method: str, path: str) -> bool:
+        return any(m in ("*", method) and p.fullmatch(path) for m, p in self._rules)
+
+    def generation(self, method: str, path: str) -> bool:
+        """Whether this is one of the default POST endpoints, whose body must be a JSON object."""
+        return any(m == method and m != "GET" and p.fullmatch(path) for m, p in self._defaults)
 
 
 def split_query(raw: bytes) -> tuple[str, str | None]:
@@ -165,6 +318,7 @@ def response_headers(upstream: Mapping[str, str], gateway: Mapping[str, str]) ->
         lower = name.lower()
         if lower in _DROPPED_RESPONSE or (own_limits and lower.startswith(RATE_HEADER_PREFIX)):
             continue
+        value = header_value(value, limit=None)  # an upstream's bytes must not make the answer raise
         headers[lower] = f"{headers[lower]}, {value}" if lower in headers else value
     headers.update(gateway)
     return headers

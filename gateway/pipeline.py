@@ -18,19 +18,20 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
-from gateway.accounting import Meter, encode_routing, estimate_usage
+from gateway.accounting import Meter, encode_routing, estimate_answer_usage, estimate_usage
 from gateway.catalog import Pricing
 from gateway.chat import ChatCall
 from gateway.config import RoutingConfig
+from gateway.door import header_value
 from gateway.errors import GatewayError, RateLimited, UpstreamTimeout, UpstreamUnreachable
 from gateway.governance import Governor
-from gateway.health import HealthBook
+from gateway.health import HealthBook, key_rejected
 from gateway.providers import adapter_for
 from gateway.providers.base import Adapter, ResponseContext, StreamTranslator
 from gateway.router import Deployment, Plan, Requirements, Router, RouteTable
@@ -54,13 +55,47 @@ class Attempt(msgspec.Struct, kw_only=True):
     latency_ms: float
 
 
+class Relay:
+    """The client's side of a streamed answer. Iterate it for the frames; closing it (at the end, when the
+    client left, or before it was ever iterated) closes the upstream response and settles the request.
+    Settling is idempotent, so the generator's own ``finally`` and ``aclose`` may both reach it."""
+
+    __slots__ = ("_frames", "_settle")
+
+    def __init__(self, frames: AsyncGenerator[bytes, None], settle: Callable[[], None]) -> None:
+        self._frames = frames
+        self._settle = settle
+
+    def __aiter__(self) -> Relay:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self._frames.__anext__()
+
+    async def aclose(self) -> None:
+        try:
+            await self._frames.aclose()
+        finally:
+            # An async generator closed before its first step never runs its ``finally``.
+            self._settle()
+
+
 class ChatResult(msgspec.Struct, kw_only=True):
     deployment: Deployment
     headers: dict[str, str]
     metadata: dict[str, Any]
     body: bytes | None = None
     usage: Usage | None = None
-    chunks: AsyncIterator[bytes] | None = None
+    chunks: Relay | None = None
+
+
+@dataclass
+class _StreamOutcome:
+    """What a stream's settlement needs to know: frames relayed, and how it ended."""
+
+    frames: int = 0
+    status: int = 200
+    error_type: str | None = None
 
 
 def backoff_delay(attempt: int, retry_after: float | None, cfg: RoutingConfig, rng: random.Random) -> float | None:
@@ -135,8 +170,22 @@ class Pipeline:
 
     async def run(self, call: ChatCall, plan: Plan, table: RouteTable, *, request_id: str,
                   meter: Meter | None = None) -> ChatResult:
+        """The answer, or a GatewayError. Whatever way this returns, the meter is settled or handed to
+        the stream's ``Relay``: an exception of any kind (a bug, a cancellation when the client left)
+        settles it here with nothing charged and one record."""
         run = _Run(call=call, plan=plan, request_id=request_id, meter=meter)
+        try:
+            return await self._run(run, table)
+        except BaseException as exc:
+            if meter is not None:
+                meter.abandon(exc, attempts=len(run.attempts), routing=encode_routing(run.attempts))
+            raise
+
+    async def _run(self, run: _Run, table: RouteTable) -> ChatResult:
+        call, plan = run.call, run.plan
+        self.health.follow(table)
         cfg = table.config.routing
+        body_limit = int(table.config.server.max_upstream_body_mb * 1024 * 1024)
         last_error: GatewayError | None = None
         for deployment in plan.deployments:
             adapter = adapter_for(deployment.provider.kind)
@@ -155,27 +204,38 @@ class Pipeline:
                     response = await self.upstream.send(request)
                     # A non-streamed body is read inside the attempt, so a cut or a timeout while
                     # reading it is retried like any other transport failure.
-                    body = await response.read() if response.status >= 400 or not call.stream else b""
-                except (UpstreamUnreachable, UpstreamTimeout) as exc:
+                    body = await response.read(body_limit) if response.status >= 400 or not call.stream else b""
+                except GatewayError as exc:  # transport failure, or a body over server.max_upstream_body_mb
                     last_error = exc
                     self._failed(deployment, run.attempts, started, None, exc)
-                    if try_number < cfg.retries:
+                    if try_number < cfg.retries and isinstance(exc, UpstreamUnreachable | UpstreamTimeout):
                         await self.sleep(backoff_delay(try_number, None, cfg, self.rng) or 0.0)
                         continue
                     break
                 if response.status < 400:
                     latency = (self.clock() - started) * 1000
-                    circuit.record(self.clock(), True, latency)
                     run.attempts.append(self._attempt(deployment, response.status, None, True, latency))
-                    return self._success(run, deployment, adapter, response, body)
+                    try:
+                        result = self._success(run, deployment, adapter, response, body)
+                    except GatewayError as exc:
+                        # A 200 the adapter cannot read (not JSON, not the provider's format): this
+                        # target failed, and the next one may still answer.
+                        response.close()
+                        run.attempts.pop()
+                        last_error = exc
+                        # Recorded with the 502 it becomes, so it counts against the target's health.
+                        self._failed(deployment, run.attempts, started, exc.status_code, exc)
+                        break
+                    circuit.record(self.clock(), True, latency)
+                    return result
                 error = adapter.parse_error(response.status, body, response.headers, deployment.provider.name)
                 last_error = error
                 self._failed(deployment, run.attempts, started, response.status, error)
-                if response.status in (401, 403):
+                if key_rejected(response.status, body, deployment.upstream) and self.health.key_refused(
+                        deployment.provider.name, deployment.key, run.request_id, self.clock(), error.message):
                     log.error("provider '%s' rejected the gateway's key (HTTP %d): marking it unhealthy; "
                               "check providers.%s.api_key", deployment.provider.name, response.status,
                               deployment.provider.name)
-                    self.health.mark_provider_down(deployment.provider.name, self.clock(), error.message)
                 if response.status not in FALLBACK_STATUS:
                     raise self._failure(run, error, deployment)
                 if response.status not in RETRYABLE_STATUS or try_number == cfg.retries:
@@ -229,14 +289,15 @@ class Pipeline:
         return meta
 
     def _headers(self, run: _Run, deployment: Deployment, succeeded: bool) -> dict[str, str]:
+        # Names from the config and the client's reasoning_effort: encoded so a header never raises.
         headers = {
-            "x-gateway-provider": deployment.provider.name,
-            "x-gateway-model": deployment.upstream,
+            "x-gateway-provider": header_value(deployment.provider.name),
+            "x-gateway-model": header_value(deployment.upstream),
             "x-gateway-attempts": str(len(run.attempts)),
         }
         effort = run.call.request.reasoning_effort
         if succeeded and isinstance(effort, str) and deployment.capabilities.reasoning != "none":
-            headers["x-gateway-reasoning-effort"] = effort
+            headers["x-gateway-reasoning-effort"] = header_value(effort)
         if run.meter is not None:
             headers.update(run.meter.headers)
         return headers
@@ -260,33 +321,54 @@ class Pipeline:
         result = ChatResult(deployment=deployment, headers=self._headers(run, deployment, succeeded=True),
                             metadata=meta)
         if run.call.stream:
-            result.chunks = self._relay(run, response, adapter.stream_translator(ctx), deployment, pricing)
+            result.chunks = self._stream(run, response, adapter.stream_translator(ctx), deployment, pricing)
             return result
         result.body, result.usage = adapter.parse_response(body, ctx)
         if run.meter is not None:
             run.meter.first_byte()
+            # No usage in the answer (some compatible servers): charge an estimate rather than nothing.
+            usage = result.usage or estimate_answer_usage(result.body, run.plan.needs.prompt_tokens,
+                                                          run.plan.needs.max_tokens)
             run.meter.finish(status=200, provider=deployment.provider.name, model=deployment.upstream,
-                             pricing=pricing, usage=result.usage, attempts=len(run.attempts),
-                             routing=encode_routing(run.attempts), response_body=result.body)
+                             pricing=pricing, usage=usage, attempts=len(run.attempts),
+                             routing=encode_routing(run.attempts), response_body=result.body,
+                             estimated=result.usage is None)
         return result
 
-    async def _relay(self, run: _Run, response: UpstreamResponse, translator: StreamTranslator,
-                     deployment: Deployment, pricing: Pricing | None) -> AsyncIterator[bytes]:
+    def _stream(self, run: _Run, response: UpstreamResponse, translator: StreamTranslator,
+                deployment: Deployment, pricing: Pricing | None) -> Relay:
+        outcome = _StreamOutcome()
+
+        def settle() -> None:
+            response.close()
+            if run.meter is not None:
+                # A client that went away mid-stream lands here too: charge what was streamed, about one
+                # token a frame, when the provider's own count never came.
+                usage = translator.usage or estimate_usage(run.plan.needs.prompt_tokens, outcome.frames,
+                                                           limit=run.plan.needs.max_tokens)
+                run.meter.finish(status=outcome.status, provider=deployment.provider.name, model=deployment.upstream,
+                                 pricing=pricing, usage=usage, attempts=len(run.attempts),
+                                 error_type=outcome.error_type, routing=encode_routing(run.attempts),
+                                 estimated=translator.usage is None)
+
+        return Relay(self._frames(run, response, translator, deployment, outcome, settle), settle)
+
+    async def _frames(self, run: _Run, response: UpstreamResponse, translator: StreamTranslator,
+                      deployment: Deployment, outcome: _StreamOutcome,
+                      settle: Callable[[], None]) -> AsyncGenerator[bytes, None]:
         parser = SSEParser()
         meter = run.meter
         # Frames translated from one network read go out together; kept outside the try so that an
         # event that fails after others in the same read does not lose the ones before it.
         pending: list[bytes] = []
-        frames = 0
-        status, error_type = 200, None
         try:
             async for chunk in response.iter_chunks():
                 for event in parser.feed(chunk):
                     pending.extend(translator.feed(event))
                 if pending:
-                    if meter is not None and not frames:
+                    if meter is not None and not outcome.frames:
                         meter.first_byte()
-                    frames += len(pending)
+                    outcome.frames += len(pending)
                     yield pending[0] if len(pending) == 1 else b"".join(pending)
                     pending.clear()
             for event in parser.close():
@@ -300,14 +382,15 @@ class Pipeline:
             log.warning("stream from %s failed mid-way (request %s): %s", deployment.provider.name, run.request_id,
                         exc.message)
             self.health.circuit(deployment.key).record(self.clock(), False, error=exc.message)
-            status, error_type = exc.status_code, exc.error_type
+            outcome.status, outcome.error_type = exc.status_code, exc.error_type
             yield b"".join(pending) + encode_data(exc.body())
+        except Exception as exc:
+            # A bug of ours while translating: logged with its traceback; the client's stream still ends
+            # with an error event, and the record says it failed.
+            log.error("stream from %s failed inside the gateway (request %s)", deployment.provider.name,
+                      run.request_id, exc_info=exc)
+            outcome.status, outcome.error_type = 500, "internal_error"
+            yield b"".join(pending) + encode_data(
+                GatewayError("The gateway hit an internal error; it has been logged.").body())
         finally:
-            response.close()
-            if meter is not None:
-                # A client that went away mid-stream lands here too (the generator is closed): charge
-                # what was streamed, about one token a frame, when the provider's own count never came.
-                usage = translator.usage or estimate_usage(run.plan.needs.prompt_tokens, frames)
-                meter.finish(status=status, provider=deployment.provider.name, model=deployment.upstream,
-                             pricing=pricing, usage=usage, attempts=len(run.attempts), error_type=error_type,
-                             routing=encode_routing(run.attempts))
+            settle()

@@ -2,11 +2,13 @@
 
 Names: ``provider/model`` picks that provider (the model part may hold slashes, as OpenRouter's
 ``meta-llama/llama-3.3-70b-instruct`` does); a plain name picks every configured provider that serves
-it; a group name (``[routes.NAME]``) its targets; ``auto`` (also when ``model`` is omitted) every
-configured model. Then the candidates that cannot serve the request (tools, JSON output, images,
-context window, reasoning level) are filtered out, and the rest ordered by the group's strategy and by
-health: open circuits are skipped while others exist. ``plan`` is pure apart from the round-robin
-counters and the random source it was given; time comes in as an argument.
+it; a group name (``[routes.NAME]``) its targets; ``auto`` (also when ``model`` is omitted) the targets
+of ``[routes.auto]``, else every model named in config, else each configured provider's default models
+(``default = true`` in the catalog): never a model nobody named or chose as a default. Then the
+candidates that cannot serve the request (tools, JSON output, images, context window, reasoning level)
+are filtered out, and the rest ordered by the group's strategy and by health: open circuits are skipped
+while others exist. ``plan`` is pure apart from the round-robin counters and the random source it was
+given; time comes in as an argument.
 """
 
 from __future__ import annotations
@@ -77,11 +79,12 @@ class Requirements(msgspec.Struct, frozen=True, kw_only=True):
     reasoning: str = "none"
     prompt_tokens: int = 0  # estimated
     max_tokens: int | None = None  # what the client allows for the answer, if it said
+    choices: int = 1  # n: each choice may use max_tokens, so reservations count each
 
     @property
     def tokens(self) -> int:
         """Estimated prompt tokens plus the requested output tokens: what TPM limits count up front."""
-        return self.prompt_tokens + (self.max_tokens or 0)
+        return self.prompt_tokens + (self.max_tokens or 0) * self.choices
 
     @classmethod
     def of(cls, call: ChatCall, min_reasoning: str | None) -> Requirements:
@@ -95,6 +98,7 @@ class Requirements(msgspec.Struct, frozen=True, kw_only=True):
             reasoning=min_reasoning or "none",
             prompt_tokens=estimate_prompt_tokens(call),
             max_tokens=output if isinstance(output, int) else None,
+            choices=req.n if isinstance(req.n, int) and req.n > 1 else 1,
         )
 
 
@@ -148,9 +152,9 @@ class RouteTable:
         if auto_route is not None:
             self.auto = self._auto_from_patterns(auto_route)
         else:
-            # "Every configured model": the ones named in config, or every catalog model of the
-            # configured providers when config names none.
-            pool = declared or list(self.deployments.values())
+            # The models named in config; when config names none, each provider's catalog defaults (cheap,
+            # capable ones), never the whole catalog: that would spread requests over o1 and o3-pro.
+            pool = declared or [d for d in self.deployments.values() if d.entry is not None and d.entry.default]
             self.auto = Group(name=AUTO, strategy="round-robin", members=_unique(pool))
 
     @staticmethod
@@ -207,8 +211,9 @@ class RouteTable:
             raise NoProviders(NO_PROVIDER_HINT)
         if model == AUTO:
             if not self.auto.members:
-                raise ModelNotFound("'auto' has no models to choose from: declare models in config "
-                                    "(providers.NAME.models or [[models]]).", param="model")
+                raise ModelNotFound("'auto' has no models to choose from: no configured provider has a default "
+                                    "model in the built-in catalog. Declare models in config (providers.NAME.models "
+                                    "or [[models]]) or list them in [routes.auto] targets.", param="model")
             return self.auto, None
         group = self.groups.get(model)
         if group is not None:
@@ -233,6 +238,11 @@ class RouteTable:
             message = (f"The model '{model}' does not exist: no configured provider serves it. Name it as "
                        f"'provider/model' (providers: {', '.join(sorted(providers))}) or use a group.")
         raise ModelNotFound(message, param="model")
+
+
+def auto_pool(table: RouteTable) -> list[str]:
+    """What ``auto`` reaches, as ``provider/model``: the start-up banner shows it."""
+    return [d.key for d in table.auto.members]
 
 
 def _unique(deployments: list[Deployment]) -> tuple[Deployment, ...]:

@@ -11,6 +11,13 @@ import re
 
 import msgspec
 
+from gateway.errors import UpstreamError
+
+MIB = 1024 * 1024
+# The largest single event accepted from an upstream: far above any real chunk (a whole image as base64 is
+# a few MiB), far below what would hurt the process.
+MAX_EVENT_BYTES = 16 * MIB
+
 # The separator between events: two line ends of any of the three kinds, in any mix.
 _BOUNDARY = re.compile(rb"\r\n\r\n|\n\r\n|\r\n\n|\n\n|\r\r")
 
@@ -21,28 +28,50 @@ class SSEEvent(msgspec.Struct, frozen=True):
 
 
 class SSEParser:
-    __slots__ = ("_tail",)
+    """Bytes in, events out, in time linear in the bytes fed: the unfinished tail is kept in a growing
+    buffer and only the bytes not yet searched for a boundary are searched again (a boundary is at most
+    four bytes, so the search restarts three bytes back). One event may not exceed ``max_event_bytes``:
+    an upstream that never ends its event would otherwise grow the buffer without bound."""
 
-    def __init__(self) -> None:
-        self._tail = b""
+    __slots__ = ("_buf", "_max", "_scanned")
+
+    def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+        self._buf = bytearray()
+        self._scanned = 0  # bytes of _buf already searched without finding a boundary
+        self._max = max_event_bytes
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        buf = self._tail + chunk if self._tail else chunk
+        buf = self._buf
+        buf += chunk
         events: list[SSEEvent] = []
         pos = 0
-        while (match := _BOUNDARY.search(buf, pos)) is not None:
-            event = _parse_block(buf[pos : match.start()])
+        search = max(self._scanned - 3, 0)
+        while (match := _BOUNDARY.search(buf, search)) is not None:
+            self._check(match.start() - pos)
+            event = _parse_block(bytes(buf[pos : match.start()]))
             if event is not None:
                 events.append(event)
-            pos = match.end()
-        self._tail = buf[pos:]
+            pos = search = match.end()
+        if pos:
+            del buf[:pos]
+        self._check(len(buf))
+        self._scanned = len(buf)
         return events
 
     def close(self) -> list[SSEEvent]:
         """The stream ended: an unterminated last event still counts (some servers omit the blank line)."""
-        tail, self._tail = self._tail, b""
+        tail = bytes(self._buf)
+        self._buf.clear()
+        self._scanned = 0
         event = _parse_block(tail.rstrip(b"\r\n")) if tail.strip() else None
         return [event] if event is not None else []
+
+    def _check(self, size: int) -> None:
+        if size > self._max:
+            self._buf.clear()
+            self._scanned = 0
+            raise UpstreamError(f"The provider sent a stream event larger than {self._max // MIB} MiB; the gateway "
+                                "stopped reading it.", status=502, code="invalid_upstream_response")
 
 
 def _parse_block(block: bytes) -> SSEEvent | None:

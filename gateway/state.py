@@ -16,9 +16,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway import redaction
 from gateway.admin_auth import AdminAuth
 from gateway.catalog import CatalogFile, load_builtin
-from gateway.config import Config, ConfigError, load_config_file
+from gateway.config import Config, ConfigError, ServeFlags, load_config_file
 from gateway.governance import Governor, config_principals
 from gateway.health import HealthBook
 from gateway.keys import KeyRing
@@ -57,8 +58,10 @@ class GatewayState:
     def __init__(self, config: Config, *, store: Store | None = None, upstream: Upstream | None = None,
                  catalog: CatalogFile | None = None, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time, flags: ServeFlags | None = None) -> None:
         self.catalog = catalog or load_builtin()
+        self.flags = flags or ServeFlags()
+        redaction.install(config)  # its secrets are cut from every error and log line from now on
         self.runtime = Runtime(config=config, table=RouteTable(config, self.catalog))
         self._own_store = store is None
         self.store: Store | None = store
@@ -106,7 +109,7 @@ class GatewayState:
         await self.usage.stop()  # every queued usage record lands before the store closes
         access.flush()
         if self.store is not None:
-            await self.store.touch_keys(self.keys.take_last_used())
+            await self.flush_behind()
             if self._own_store:
                 await self.store.close()
                 self.store = None
@@ -118,7 +121,7 @@ class GatewayState:
         path = self.config.path
         assert path is not None
         try:
-            config = load_config_file(path)
+            config = self.flags.apply(load_config_file(path))
             table = RouteTable(config, self.catalog)
         except ConfigError as exc:
             log.error("config reload rejected, still serving the previous config: %s", exc)
@@ -136,6 +139,7 @@ class GatewayState:
         self.governor.reconfigure(config)
         self.usage.cfg = config.usage
         self.keys.set_config_keys(config_principals(config))
+        redaction.install(config)
         self.runtime = Runtime(config=config, table=table)
         self._keys_changed()
         log.info("config reloaded from %s (%d providers)", path, len(config.providers))
@@ -183,10 +187,15 @@ class GatewayState:
                 since_flush += KEY_POLL_SECONDS
                 if since_flush >= LAST_USED_FLUSH_SECONDS:
                     since_flush = 0.0
-                    await self.store.touch_keys(self.keys.take_last_used())
+                    await self.flush_behind()
             except Exception:
                 log.exception("key ring refresh failed; keeping the keys in memory")
 
+    async def flush_behind(self) -> None:
+        """Write what is kept in memory between flushes: keys' last-used times, counts of refused requests."""
+        assert self.store is not None
+        await self.store.touch_keys(self.keys.take_last_used())
+        await self.store.add_auth_refusals(self.usage.take_refusals())
 
     async def reload_keys(self) -> None:
         """After the admin page changed a key: the watcher cannot see it, since ``data_version`` only moves

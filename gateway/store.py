@@ -1,16 +1,21 @@
 """The embedded SQLite store: every SQL statement of the gateway lives in this module.
 
 WAL journal with ``synchronous=NORMAL``; one connection (aiosqlite runs it on its own thread) is the
-one writer of this process; numbered migrations are applied at open. The CLI and the server open the
-same file; ``busy_timeout`` lets them take turns. Request records are written in batches (one
+one writer of this process; numbered migrations are applied at open. The usage writer, the key-touch
+flush, key operations and admin sessions all share that connection, so every write on it holds
+``Store._lock``: a BEGIN of one coroutine never meets the open transaction of another, and a single
+statement never lands inside (or is rolled back with) someone else's transaction. The CLI and the
+server open the same file; ``busy_timeout`` lets them take turns. Request records are written in batches (one
 transaction, ``executemany``) together with the daily aggregates they add to, so pruning old request
 records never loses spend.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -124,6 +129,21 @@ MIGRATIONS: tuple[str, ...] = (
         expires_at REAL NOT NULL
     );
     """,
+    # Requests whose provider reported no usage: their tokens and cost are the gateway's estimate.
+    """
+    ALTER TABLE requests ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0;
+    """,
+    # Requests refused for a missing or wrong key (401): counted per hour, route and reason, never one row
+    # per request, so that a stranger's requests cannot fill the disk (see UsageRecorder.count_unauthenticated).
+    """
+    CREATE TABLE auth_refusals (
+        hour INTEGER NOT NULL,
+        route TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (hour, route, reason)
+    );
+    """,
 )
 
 
@@ -184,6 +204,7 @@ class RequestRecord(msgspec.Struct, kw_only=True):
     # Only with [logging] store_bodies = true, and only for non-streamed chat requests.
     request_body: str | None = None
     response_body: str | None = None
+    estimated: bool = False  # the provider reported no usage: tokens and cost are the gateway's estimate
 
 
 _REQUEST_COLUMNS = RequestRecord.__struct_fields__
@@ -239,6 +260,7 @@ class Store:
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
+        self._lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, data_dir: Path) -> Store:
@@ -253,20 +275,33 @@ class Store:
         return store
 
     async def close(self) -> None:
-        await self._conn.close()
+        async with self._lock:  # a transaction in flight ends before the connection does
+            await self._conn.close()
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, begin: str = "BEGIN") -> AsyncIterator[aiosqlite.Connection]:
+        """One transaction at a time on the shared connection; rolled back if its body fails."""
+        async with self._lock:
+            await self._conn.execute(begin)
+            try:
+                yield self._conn
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            await self._conn.execute("COMMIT")
+
+    async def _write(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Cursor:
+        """A single-statement write (autocommit), kept out of any other coroutine's transaction."""
+        async with self._lock:
+            return await self._conn.execute(sql, params)
 
     async def _migrate(self) -> None:
-        await self._conn.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction("BEGIN IMMEDIATE"):
             version = await self.schema_version()
             for number, sql in enumerate(MIGRATIONS[version:], start=version + 1):
                 for statement in _statements(sql):
                     await self._conn.execute(statement)
                 await self._conn.execute(f"PRAGMA user_version = {number}")
-            await self._conn.execute("COMMIT")
-        except BaseException:
-            await self._conn.execute("ROLLBACK")
-            raise
 
     async def schema_version(self) -> int:
         return int(await self._scalar("PRAGMA user_version") or 0)
@@ -292,7 +327,7 @@ class Store:
                      revoked_at=None, **msgspec.structs.asdict(limits))
         values = [_column_value(getattr(row, c)) for c in _KEY_COLUMNS]
         try:
-            await self._conn.execute(
+            await self._write(
                 f"INSERT INTO keys ({', '.join(_KEY_COLUMNS)}) VALUES ({', '.join('?' * len(_KEY_COLUMNS))})",
                 values)
         except aiosqlite.IntegrityError as exc:
@@ -302,8 +337,8 @@ class Store:
     async def update_key(self, key_id: str, limits: KeyLimits) -> None:
         fields = msgspec.structs.asdict(limits)
         assignments = ", ".join(f"{name} = ?" for name in fields)
-        await self._conn.execute(f"UPDATE keys SET {assignments} WHERE id = ?",
-                                 [*(_column_value(v) for v in fields.values()), key_id])
+        await self._write(f"UPDATE keys SET {assignments} WHERE id = ?",
+                          [*(_column_value(v) for v in fields.values()), key_id])
 
     async def find_key(self, name_or_id: str) -> KeyRow | None:
         async with self._conn.execute(
@@ -314,22 +349,41 @@ class Store:
         return _key_row(row) if row else None
 
     async def revoke_key(self, key_id: str) -> None:
-        await self._conn.execute(
-            "UPDATE keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (time.time(), key_id)
-        )
+        await self._write("UPDATE keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (time.time(), key_id))
 
     async def touch_keys(self, last_used: dict[str, float]) -> None:
         """Write-behind of the in-memory last-used times, in one transaction."""
         if not last_used:
             return
-        await self._conn.execute("BEGIN")
-        await self._conn.executemany(
-            "UPDATE keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
-            [(ts, key_id) for key_id, ts in last_used.items()],
-        )
-        await self._conn.execute("COMMIT")
+        async with self._transaction() as conn:
+            await conn.executemany(
+                "UPDATE keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
+                [(ts, key_id) for key_id, ts in last_used.items()],
+            )
 
     # ----------------------------------------------------------------------------------------- usage
+
+    async def add_auth_refusals(self, counts: dict[tuple[int, str, str], int]) -> None:
+        """Add to the per-hour counts of requests refused for their key (hour, route, reason -> count)."""
+        if not counts:
+            return
+        async with self._transaction() as conn:
+            await conn.executemany(
+                """
+                INSERT INTO auth_refusals (hour, route, reason, count) VALUES (?, ?, ?, ?)
+                ON CONFLICT (hour, route, reason) DO UPDATE SET count = count + excluded.count
+                """,
+                [(*bucket, count) for bucket, count in counts.items()],
+            )
+
+    async def auth_refusals(self, since_hour: int) -> list[tuple[int, str, str, int]]:
+        """(hour since the epoch, route, reason, count) from ``since_hour`` on, oldest first."""
+        async with self._conn.execute(
+            "SELECT hour, route, reason, count FROM auth_refusals WHERE hour >= ? ORDER BY hour, route, reason",
+            (since_hour,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [(int(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
 
     async def write_requests(self, records: Sequence[RequestRecord]) -> None:
         """One transaction: the request rows and the daily aggregates they add to."""
@@ -337,14 +391,13 @@ class Store:
             return
         columns = ", ".join(_REQUEST_COLUMNS)
         marks = ", ".join("?" * len(_REQUEST_COLUMNS))
-        await self._conn.execute("BEGIN")
-        try:
-            await self._conn.executemany(
+        async with self._transaction() as conn:
+            await conn.executemany(
                 f"INSERT INTO requests ({columns}) VALUES ({marks})",
                 # Every column is a plain SQLite value already: msgspec's C-level astuple is enough.
                 [msgspec.structs.astuple(r) for r in records],
             )
-            await self._conn.executemany(
+            await conn.executemany(
                 """
                 INSERT INTO usage_daily (day, key_id, key_name, project, model, requests, errors, prompt_tokens,
                     completion_tokens, cached_tokens, reasoning_tokens, cost_usd, unpriced)
@@ -362,7 +415,7 @@ class Store:
                 """,
                 _daily_rows(records),
             )
-            await self._conn.executemany(
+            await conn.executemany(
                 """
                 INSERT INTO usage_hourly (hour, requests, errors, tokens, cost_usd) VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT (hour) DO UPDATE SET
@@ -373,10 +426,6 @@ class Store:
                 """,
                 _hourly_rows(records),
             )
-            await self._conn.execute("COMMIT")
-        except BaseException:
-            await self._conn.execute("ROLLBACK")
-            raise
 
     async def spend_since(self, day: str, *, by: Literal["key_id", "project"]) -> dict[str, float]:
         """USD spent from ``day`` (YYYY-MM-DD, UTC) on, per key id or per project."""
@@ -506,36 +555,32 @@ class Store:
 
     async def init_admin_setting(self, name: str, value: str) -> bool:
         """Store ``value`` unless the setting exists; True if this call stored it (workers race at start)."""
-        cur = await self._conn.execute("INSERT OR IGNORE INTO admin_settings (name, value) VALUES (?, ?)",
-                                       (name, value))
+        cur = await self._write("INSERT OR IGNORE INTO admin_settings (name, value) VALUES (?, ?)", (name, value))
         return cur.rowcount == 1
 
     async def create_admin_session(self, id_hash: str, now: float, expires_at: float) -> None:
-        await self._conn.execute("BEGIN")
-        try:
-            await self._conn.execute("DELETE FROM admin_sessions WHERE expires_at <= ?", (now,))
-            await self._conn.execute("INSERT INTO admin_sessions (id_hash, created_at, expires_at) VALUES (?, ?, ?)",
-                                     (id_hash, now, expires_at))
-            await self._conn.execute("COMMIT")
-        except BaseException:
-            await self._conn.execute("ROLLBACK")
-            raise
+        async with self._transaction() as conn:
+            await conn.execute("DELETE FROM admin_sessions WHERE expires_at <= ?", (now,))
+            await conn.execute("INSERT INTO admin_sessions (id_hash, created_at, expires_at) VALUES (?, ?, ?)",
+                               (id_hash, now, expires_at))
 
     async def admin_session_live(self, id_hash: str, now: float) -> bool:
         return await self._scalar("SELECT 1 FROM admin_sessions WHERE id_hash = ? AND expires_at > ?",
                                   (id_hash, now)) is not None
 
     async def delete_admin_session(self, id_hash: str) -> None:
-        await self._conn.execute("DELETE FROM admin_sessions WHERE id_hash = ?", (id_hash,))
+        await self._write("DELETE FROM admin_sessions WHERE id_hash = ?", (id_hash,))
 
     async def count_requests(self) -> int:
         return int(await self._scalar("SELECT COUNT(*) FROM requests") or 0)
 
     async def prune_requests(self, before: float, *, batch: int = 5000) -> int:
-        """Delete request records older than ``before`` in small batches; the aggregates stay."""
+        """Delete request records (and the counts of refused ones) older than ``before`` in small batches;
+        the aggregates stay."""
+        await self._write("DELETE FROM auth_refusals WHERE hour < ?", (int(before // 3600),))
         deleted = 0
         while True:
-            cur = await self._conn.execute(
+            cur = await self._write(
                 "DELETE FROM requests WHERE id IN (SELECT id FROM requests WHERE ts < ? LIMIT ?)", (before, batch))
             deleted += cur.rowcount
             if cur.rowcount < batch:

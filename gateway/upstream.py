@@ -16,7 +16,9 @@ import aiohttp
 import msgspec
 
 from gateway.config import Provider
-from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+
+MIB = 1024 * 1024
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and those aiohttp computes itself: never copied between legs.
 HOP_BY_HOP = frozenset({
@@ -37,7 +39,7 @@ class UpstreamResponse(Protocol):
     status: int
     headers: Mapping[str, str]
 
-    async def read(self) -> bytes: ...
+    async def read(self, limit: int | None = None) -> bytes: ...
     def iter_chunks(self) -> AsyncIterator[bytes]: ...
     def close(self) -> None: ...
 
@@ -62,13 +64,33 @@ class _AiohttpResponse:
         self.headers: Mapping[str, str] = resp.headers
         self.provider = provider
 
-    async def read(self) -> bytes:
+    async def read(self, limit: int | None = None) -> bytes:
+        """The whole body; more than ``limit`` bytes is a 502 (the connection is dropped, not drained)."""
         try:
-            return await self._resp.read()
+            if limit is None:
+                return await self._resp.read()
+            declared = self._resp.content_length
+            if declared is not None and declared > limit:
+                raise self._too_large(limit)
+            parts: list[bytes] = []
+            size = 0
+            async for chunk in self._resp.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise self._too_large(limit)
+                parts.append(chunk)
+            return b"".join(parts)
         except BaseException as exc:
             raise _transport_error(exc, self.provider) from exc
         finally:
             self._resp.release()
+
+    def _too_large(self, limit: int) -> UpstreamError:
+        self._resp.close()
+        return UpstreamError(
+            f"[{self.provider.name}] answered with a body larger than {limit / MIB:g} MiB "
+            "(server.max_upstream_body_mb); the gateway stopped reading it.",
+            status=502, error_type="upstream_error", code="invalid_upstream_response", provider=self.provider.name)
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         try:

@@ -28,6 +28,10 @@ from gateway.wire.openai import Usage
 log = logging.getLogger("gateway.usage")
 
 PER_TOKEN = 1e-6  # prices are per 1M tokens
+# What a request refused for its key is counted under: a fixed set, so made-up paths add no rows.
+REFUSAL_ROUTES = ("/v1/chat/completions", "/v1/messages", "/v1/models", "/v1/usage", "/admin/api", "/openai",
+                  "/anthropic", "/gemini", "/native")
+_CREDENTIAL_HEADERS = (b"authorization", b"x-api-key", b"x-goog-api-key")
 WRITE_ATTEMPTS = 4
 
 
@@ -110,6 +114,7 @@ class UsageRecorder:
         self._task: asyncio.Task[None] | None = None
         self.written = 0
         self.dropped = 0
+        self._refusals: dict[tuple[int, str, str], int] = {}  # (hour, route, reason) -> requests
 
     def record(self, record: RequestRecord) -> None:
         """Called on the request path: never waits."""
@@ -121,6 +126,22 @@ class UsageRecorder:
             self.dropped += 1
             log.error("usage queue full (%d records): dropping the record of request %s; is the disk stuck?",
                       self.cfg.queue_size, record.request_id)
+
+    def count_unauthenticated(self, path: str, headers: list[tuple[bytes, bytes]], query: bytes) -> None:
+        """A request refused for a missing or wrong key (401): counted per hour, route and reason in memory
+        and written behind (``take_refusals``), never recorded one by one: its sender may be anyone, and a
+        row per request would let them fill the disk. Memory and rows stay bounded: at most one counter
+        per hour for each of the fixed routes and the two reasons."""
+        if not self.cfg.enabled:
+            return
+        route = next((r for r in REFUSAL_ROUTES if path == r or path.startswith(r + "/")), "other")
+        sent_key = any(name in _CREDENTIAL_HEADERS for name, _ in headers) or b"key=" in query
+        bucket = (int(time.time() // 3600), route, "wrong key" if sent_key else "no key")
+        self._refusals[bucket] = self._refusals.get(bucket, 0) + 1
+
+    def take_refusals(self) -> dict[tuple[int, str, str], int]:
+        taken, self._refusals = self._refusals, {}
+        return taken
 
     def start(self, store: Store) -> None:
         self.store = store
@@ -146,15 +167,23 @@ class UsageRecorder:
         return batch, False
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        taken_at = loop.time()
         while True:
+            idle = self._queue.empty()
             first = await self._queue.get()
             if first is None:
                 return
             if not self._stopping.is_set():
                 # Let a batch gather for a moment: one transaction for many rows is what makes recording
-                # cheap. A stop cuts the wait short.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self.cfg.flush_interval_ms / 1000)
+                # cheap. A stop cuts the wait short. The wait counts from the oldest record's arrival (now,
+                # if the writer was idle; else no earlier than the previous batch was taken), so a record
+                # waits at most flush_interval_ms before its commit starts: that is what a kill -9 can lose.
+                wait = self.cfg.flush_interval_ms / 1000 - (0.0 if idle else loop.time() - taken_at)
+                if wait > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), wait)
+            taken_at = loop.time()
             batch, stop = self._take(first)
             await self._write(batch)
             if stop:

@@ -68,12 +68,23 @@ COLUMNS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_t
            "cost_usd", "unpriced")
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...) and worse).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(text: str) -> str:
+    """A text cell a spreadsheet shows as text: key holders choose project ids and model names."""
+    return f"'{text}" if text.startswith(FORMULA_PREFIXES) else text
+
+
 def as_csv(by: str, rows: list[Aggregate]) -> str:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    # CRLF, as RFC 4180 has it: the writer then quotes a cell holding a lone CR too, which a spreadsheet
+    # would otherwise take for the start of a new row (whose first cell could be a formula).
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow([by, *COLUMNS])
     for row in rows:
-        writer.writerow([row.group, *(getattr(row, c) for c in COLUMNS)])
+        writer.writerow([csv_cell(row.group), *(getattr(row, c) for c in COLUMNS)])
     return out.getvalue()
 
 

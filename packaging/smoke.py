@@ -1,6 +1,10 @@
 """The packaged binary's smoke test: --version, keys made by its own CLI, `serve` on a free port,
-/readyz, a proxied chat request (plain and streamed) to a fake upstream, and a clean stop on SIGTERM
-within 2 s with every usage record written. Run by build.sh; exits non-zero on any failure."""
+/readyz, the admin page's template and static files, a proxied chat request (plain and streamed) to a fake
+upstream, and a clean stop on SIGTERM with every usage record written. Run by build.sh; exits non-zero on
+any failure.
+
+It checks behaviour, not speed: the stop bound (15 s) only tells "stops" from "hangs", whatever the
+machine's load. How fast the binary starts and stops is measured by ``python -m bench --binary``."""
 
 from __future__ import annotations
 
@@ -15,7 +19,10 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.fakes import FakeUpstream, free_port  # noqa: E402  (the repo's loopback fake provider)
+from tests.fakes import FakeUpstream, free_port  # the repo's loopback fake provider
+
+# "It stops", not "it stops fast": a quiet machine needs ~0.3 s, a loaded one measured 2.9 s.
+STOP_BOUND = 15.0
 
 
 def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 20) -> float:
@@ -56,12 +63,18 @@ def main(binary: str) -> None:
         streamed = httpx.post(f"{base}/v1/chat/completions", json={**body, "stream": True}, headers=headers,
                               timeout=10)
         assert streamed.status_code == 200 and streamed.text.rstrip().endswith("data: [DONE]"), streamed.text
+        # The admin page's files are found inside the bundle (gateway/web), as in an installed wheel.
+        login = httpx.get(f"{base}/admin/login", timeout=10)
+        assert login.status_code == 200 and "<form" in login.text, login.text[:500]
+        css = httpx.get(f"{base}/admin/static/admin.css", timeout=10)
+        assert css.status_code == 200 and css.headers["content-type"].startswith("text/css"), css.status_code
         proc.send_signal(signal.SIGTERM)
         started = time.monotonic()
-        proc.wait(5)
-        stopped = time.monotonic() - started
-        assert stopped < 2.0, f"took {stopped:.2f}s to stop"
-        print(f"smoke: stopped in {stopped:.2f}s")
+        try:
+            proc.wait(STOP_BOUND)
+        except subprocess.TimeoutExpired:
+            raise SystemExit(f"the binary did not stop within {STOP_BOUND:.0f}s of SIGTERM") from None
+        print(f"smoke: stopped in {time.monotonic() - started:.2f}s")
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -18,7 +18,7 @@ from gateway.admin_auth import SESSION_COOKIE
 from gateway.app import create_app
 from gateway.config import load_config_file
 from gateway.store import RequestRecord, Store
-from tests.fakes import FakeUpstream, json_reply
+from tests.fakes import FakeUpstream, fixture_bytes, json_reply, sse_reply
 from tests.inprocess import OK, Harness, by_provider, err, gateway_for
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
@@ -241,7 +241,7 @@ async def test_create_edit_and_revoke_a_key_like_the_cli(fake: FakeUpstream, tmp
         form = await gw.http.get(f"/admin/keys/{row.id}")
         assert 'value="30"' in form.text and 'value="2099-01-31"' in form.text
         bad = await gw.http.post(f"/admin/keys/{row.id}", data={"csrf": csrf, "rpm": "lots", "budget_period": "week"})
-        assert bad.status_code == 400 and "rpm must be a int number" in bad.text
+        assert bad.status_code == 400 and "Requests / min must be a whole number" in bad.text
         negative = await gw.http.post(f"/admin/keys/{row.id}", data={"csrf": csrf, "rpm": "-1"})
         assert negative.status_code == 400 and "must be a positive number" in negative.text
         saved = await gw.http.post(f"/admin/keys/{row.id}", data={
@@ -342,7 +342,8 @@ async def test_requests_are_paged_and_show_their_routing_trail(fake: FakeUpstrea
 
 
 async def test_bodies_are_stored_only_when_asked_and_only_unstreamed(fake: FakeUpstream, tmp_path: Path) -> None:
-    fake.default = by_provider(a=OK, b=OK)
+    # b streams (a JSON body where a stream belongs is an invalid upstream answer, no longer an empty stream).
+    fake.default = by_provider(a=OK, b=sse_reply(fixture_bytes("openai/openai-python-stream-text.sse")))
     async with admin_for(fake, tmp_path, "\n[logging]\nstore_bodies = true\n") as (gw, _):
         await gw.client.chat.completions.create(model="a/m", messages=[{"role": "user", "content": HOSTILE}])
         async for _ in await gw.client.chat.completions.create(model="b/m", messages=USER, stream=True):

@@ -26,6 +26,28 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-q
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+# Text cells, links and buttons whose box reaches past the right edge of the window, or that sit in a
+# box that scrolls sideways (so part of them is out of sight until the user happens to scroll).
+OUT_OF_SIGHT = """() => {
+  const hidden = [];
+  for (const el of document.querySelectorAll("nav a, td, th, button, main a")) {
+    const box = el.getBoundingClientRect();
+    if (box.width === 0 && box.height === 0) continue;
+    if (box.right > window.innerWidth + 1) hidden.push(el.tagName + ": " + el.innerText.slice(0, 40));
+  }
+  for (const el of document.querySelectorAll("nav, .table-wrap")) {
+    if (el.scrollWidth > el.clientWidth + 1) hidden.push("scrolls sideways: " + el.className + el.tagName);
+  }
+  return hidden;
+}"""
+# Config option names drawn on more than one line (broken mid-word).
+WRAPPED_OPTION_NAMES = """() => [...document.querySelectorAll("table.config th")].filter((th) => {
+  const range = document.createRange();
+  range.selectNodeContents(th);
+  return range.getClientRects().length > 1;
+}).map((th) => th.innerText)"""
+
+
 def chromium_or_skip() -> tuple[Any, str]:
     """Playwright's sync API and a browser to drive, or a skip that says what is missing."""
     try:
@@ -120,7 +142,8 @@ def test_admin_in_a_real_browser(served: str, tmp_path: Path) -> None:
         page.click("form.grid-form button[type=submit]")
         secret = page.input_value("#secret")
         assert secret.startswith("sk-proxy-")
-        assert page.locator("button[data-copy]").is_visible()
+        assert page.locator("button[data-copy=secret]").is_visible()
+        assert page.input_value("#base-url") == f"{served}/v1"  # the full URL, not a bare /v1
         shot("03-key-created")
         page.goto(f"{served}/admin/keys")
         row = page.locator("table.keys tbody tr", has_text="browser-key")
@@ -155,6 +178,25 @@ def test_admin_in_a_real_browser(served: str, tmp_path: Path) -> None:
         assert "sk-upstream-browser-secret" not in page.content() and ADMIN_TOKEN not in page.content()
         shot("10-config")
 
+        # The edit form: a wrong number is named as the form names it, and its buttons stand apart.
+        page.goto(f"{served}/admin/keys")
+        edit_path = page.locator("table.keys tbody tr", has_text="browser-key").locator(
+            "a", has_text="edit").get_attribute("href")
+        assert edit_path
+        phone = browser.new_context(viewport={"width": 390, "height": 844}, storage_state=context.storage_state())
+        mobile = phone.new_page()
+        for view, name in ((page, "19-key-edit-error"), (mobile, "20-phone-key-edit-error")):
+            view.goto(f"{served}{edit_path}")
+            view.fill("input[name=rpm]", "ten")
+            view.click("form.grid-form button[type=submit]")
+            assert "Requests / min must be a whole number" in view.locator(".alert.bad").inner_text()
+            view.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+            save, cancel = (view.locator(".form-actions > *").nth(i).bounding_box() for i in (0, 1))
+            assert save and cancel
+            apart = cancel["x"] - (save["x"] + save["width"]) if cancel["y"] == save["y"] else cancel["y"] - (
+                save["y"] + save["height"])
+            assert apart >= 8, f"the form's buttons touch ({apart} px apart)"
+
         # Revoke it (after the confirmation the script asks for): the key stops working at once.
         page.goto(f"{served}/admin/keys")
         page.once("dialog", lambda dialog: dialog.accept())
@@ -166,20 +208,24 @@ def test_admin_in_a_real_browser(served: str, tmp_path: Path) -> None:
             client.chat.completions.create(model="fake/gpt-4o-mini", max_tokens=50,
                                            messages=[{"role": "user", "content": "Hi"}])
 
-        # A phone's viewport: the same pages, one column.
-        phone = browser.new_context(viewport={"width": 390, "height": 844}, storage_state=context.storage_state())
-        mobile = phone.new_page()
+        # A phone's viewport: the same pages, one column, nothing out of sight.
         for name, path in (("12-phone-overview", "/admin"), ("13-phone-keys", "/admin/keys"),
-                           ("14-phone-usage", "/admin/usage")):
+                           ("14-phone-usage", "/admin/usage"), ("15-phone-providers", "/admin/providers"),
+                           ("16-phone-requests", "/admin/requests"), ("17-phone-config", "/admin/config"),
+                           ("18-phone-key-edit", edit_path)):
             mobile.goto(f"{served}{path}")
             mobile.screenshot(path=str(shots / f"{name}.png"), full_page=True)
-        width = mobile.evaluate("document.documentElement.scrollWidth")
-        assert width <= 390, f"the page scrolls sideways on a phone ({width} px)"
+            width = mobile.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"{path} scrolls sideways on a phone ({width} px)"
+            assert mobile.evaluate(OUT_OF_SIGHT) == [], f"{path}: cut off on a phone"
+        mobile.goto(f"{served}/admin/config")
+        assert mobile.evaluate(WRAPPED_OPTION_NAMES) == []
 
         # Log out: the session cookie no longer opens anything.
         page.click("form.logout button")
         page.wait_for_url(f"{served}/admin/login")
         browser.close()
-    assert [e for e in errors if "401" not in e] == []  # the wrong token's 401 is the only failed load
+    # The only failed loads: the wrong token's 401 and the wrong number's 400.
+    assert [e for e in errors if "401" not in e and "400" not in e] == []
     assert httpx.get(f"{served}/admin", follow_redirects=False).status_code == 303
     print(f"screenshots: {shots}")

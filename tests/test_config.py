@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import ConfigError, ConfigFile, load_config
+from gateway.config import ConfigError, ConfigErrors, ConfigFile, load_config
 from tests.conftest import gateway_env, run_cli
 from tests.schema import schema_paths
 
@@ -122,7 +122,8 @@ headers = { "X-Cost" = "$$5" }
     ('[providers.groq]\ntype = "openai"\nbase_url = "not a url"\n', "providers.groq.base_url", "invalid URL"),
     ('[providers.groq]\ntype = "openai"\n', "providers.groq.base_url", "missing base_url"),
     ('[providers.groq]\nbase_url = "https://x/v1"\n', "providers.groq.type", "missing provider type"),
-    ('[providers.groq]\ntype = "cohere"\nbase_url = "https://x/v1"\n', "providers.groq.type", "Invalid enum value"),
+    ('[providers.groq]\ntype = "cohere"\nbase_url = "https://x/v1"\n', "providers.groq.type",
+     "'cohere' is not one of: openai, anthropic, gemini"),
     ('[providers.Groq]\ntype = "openai"\nbase_url = "https://x/v1"\n[providers.groq]\ntype = "openai"\n'
      'base_url = "https://y/v1"\n', "providers.groq", "duplicate provider name"),
     ('[providers."a/b"]\ntype = "openai"\nbase_url = "https://x/v1"\n', "providers.a/b", "invalid provider name"),
@@ -169,3 +170,69 @@ def test_serve_refuses_bad_config_before_listening(tmp_path: Path) -> None:
     result = run_cli("serve", "--config", bad, env=gateway_env())
     assert result.returncode == 2
     assert "server.bogus" in result.stderr and "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------------------- every error at once
+
+
+def test_every_error_of_the_file_is_reported_at_once(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    error = error_of(tmp_path, """
+[server]
+port = 70000
+prot = 1
+
+[providers.groq]
+type = "opnai"
+base_url = "https://api.groq.com/openai/v1"
+
+[providers.local]
+type = "openai"
+base_url = "not a url"
+api_key = "${NOPE_KEY}"
+
+[routes.smart]
+targets = ["groq/llama-3.3-70b-versatile", "nobody/x"]
+
+[[keys]]
+name = "ci"
+key = "short"
+
+[[keys]]
+name = "ok"
+key = "a-long-enough-secret-0123456789"
+rpm = 0
+""")
+    text = str(error)
+    expected = {
+        "server.port": "out of range",
+        "server.prot": "unknown key 'prot'",
+        "providers.groq.type": "'opnai' is not one of: openai, anthropic, gemini",
+        "providers.local.base_url": "invalid URL",
+        "providers.local.api_key": "NOPE_KEY is not set",
+        "routes.smart.targets[1]": "unknown provider 'nobody'",
+        "keys[0].key": "too short",
+        "keys[1].rpm": "must be a positive number",
+    }
+    for key, fragment in expected.items():
+        assert any(f"{key}: " in line and fragment in line for line in text.splitlines()), (key, text)
+    assert isinstance(error, ConfigErrors)
+    assert [e.key for e in error.errors] == list(expected)  # in file order, each once
+    assert error.key == "server.port"  # the first one, as before
+    # A provider refused for its own mistake does not also make the routes naming it "unknown provider".
+    assert "unknown provider 'groq'" not in text
+
+
+def test_check_config_prints_every_error(tmp_path: Path) -> None:
+    bad = write(tmp_path, '[server]\nport = 0\nworkers = 0\n[providers.x]\ntype = "cohere"\n')
+    result = run_cli("check-config", "--config", bad)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.count("config error in") == 3, result.stderr
+    assert "'cohere' is not one of: openai, anthropic, gemini" in result.stderr
+
+
+def test_enum_errors_list_the_allowed_values(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    error = error_of(tmp_path, '[routes.r]\ntargets = ["openai/a"]\nstrategy = "fastest"\n[providers.openai]\n')
+    assert error.key == "routes.r.strategy"
+    assert "'fastest' is not one of: fallback, round-robin, weighted, lowest-latency" in str(error)
+    error = error_of(tmp_path, '[[keys]]\nname = "a"\nkey = "a-long-enough-secret-012345"\nbudget_period = "year"\n')
+    assert "'year' is not one of: day, week, month, total" in str(error) and error.key == "keys[0].budget_period"

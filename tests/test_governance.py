@@ -115,7 +115,7 @@ def test_budget_refusal_is_insufficient_quota_with_remaining(tmp_path: Path) -> 
     with pytest.raises(BudgetExceeded) as info:
         gov.admit(key, "p", 10, 0.06)
     assert info.value.status_code == 429 and info.value.error_type == "insufficient_quota"
-    assert info.value.code == "budget_exceeded" and "$0.040000 of $0.10 remains" in info.value.message
+    assert info.value.code == "budget_exceeded" and "$0.04 of $0.10 remains" in info.value.message
     assert gov.project_budget("p").reserved == pytest.approx(0.06)  # type: ignore[union-attr]
     first.settle(tokens=10, cost_usd=0.01)
     first.settle(tokens=10, cost_usd=0.01)  # settling twice changes nothing

@@ -54,6 +54,7 @@ type = "anthropic"
 base_url = "{fake.base}"
 api_key = "{UPSTREAM_KEY}"
 timeout = 1
+native_paths = ["POST /v1/messages/batches"]  # beyond the defaults, for the model-less write below
 
 [providers.google]
 type = "gemini"
@@ -506,7 +507,9 @@ def test_wanted_reads_model_and_limits() -> None:
                  b'{"generationConfig":{"maxOutputTokens":3}}')
     assert (gem.model, gem.max_tokens) == ("gemini-2.5-flash", 3)
     assert wanted("gemini", "v1beta/models/gemini-2.5-flash:countTokens", b"{}").free
-    assert wanted("anthropic", "v1/files", b"--multipart--").model is None  # not JSON: no model
+    assert wanted("anthropic", "v1/files", b"--multipart--", generation=False).model is None  # not JSON: no model
+    with pytest.raises(InvalidRequest, match="could not parse"):  # a generation endpoint takes a JSON object
+        wanted("anthropic", "v1/messages", b"--multipart--")
     with pytest.raises(InvalidRequest, match=re.escape("Expected `str | null`, got `int` - at `$.model`")):
         wanted("anthropic", "v1/messages", b'{"model": 5}')
 

@@ -116,3 +116,68 @@ models = ["m3"]
         stop.set()
         proc.terminate()
         proc.wait(10)
+
+
+CONFIG_KEY_A = "sk-proxy-config-key-alpha-0123456789abcdef"
+CONFIG_KEY_B = "sk-proxy-config-key-bravo-0123456789abcdef"
+
+
+async def test_reload_rebuilds_the_config_key_ring(fake: FakeUpstream, tmp_path: Path) -> None:
+    """[[keys]] edited in config.toml: a deleted entry answers 401 and a new one 200 after the reload."""
+    from gateway.app import create_app
+    from gateway.config import load_config_file
+    from gateway.store import Store
+
+    def keys_text(*entries: tuple[str, str]) -> str:
+        return config_text(fake, tmp_path / "data") + "".join(
+            f'\n[[keys]]\nname = "{name}"\nkey = "{secret}"\n' for name, secret in entries)
+
+    path = tmp_path / "config.toml"
+    path.write_text(keys_text(("alpha", CONFIG_KEY_A)))
+    store = await Store.open(tmp_path / "data")
+    app = create_app(load_config_file(path), store=store)
+    await app.state.start()
+    body = {"model": "a/m1", "messages": [{"role": "user", "content": "hi"}]}
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as http:
+            async def status(secret: str) -> int:
+                answer = await http.post("/v1/chat/completions", json=body,
+                                         headers={"authorization": f"Bearer {secret}"})
+                return answer.status_code
+
+            assert (await status(CONFIG_KEY_A), await status(CONFIG_KEY_B)) == (200, 401)
+            path.write_text(keys_text(("bravo", CONFIG_KEY_B)))
+            assert app.state.reload().ok
+            assert (await status(CONFIG_KEY_A), await status(CONFIG_KEY_B)) == (401, 200)
+            # A database refresh afterwards keeps the file's current keys, not the old ones.
+            await app.state.reload_keys()
+            assert (await status(CONFIG_KEY_A), await status(CONFIG_KEY_B)) == (401, 200)
+    finally:
+        await app.state.stop()
+        await store.close()
+
+
+async def test_reload_keeps_the_serve_commands_flags(fake: FakeUpstream, tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """`serve --port` reaches the worker's config (the admin Config page shows it) and survives a reload,
+    without a "takes effect after a restart" warning for a port nobody changed."""
+    from gateway.admin_views import config_view
+    from gateway.app import create_app
+    from gateway.config import ServeFlags, load_config_file
+    from gateway.store import Store
+
+    path = tmp_path / "config.toml"
+    path.write_text(config_text(fake, tmp_path / "data"))
+    flags = ServeFlags(port=9123)
+    store = await Store.open(tmp_path / "data")
+    app = create_app(flags.apply(load_config_file(path)), store=store, flags=flags)
+    await app.state.start()
+    try:
+        path.write_text(config_text(fake, tmp_path / "data", extra="# edited"))
+        assert app.state.reload().ok
+        assert app.state.config.server.port == 9123
+        assert "9123" in str(config_view(app.state).sections)
+        assert "only take effect after a restart" not in caplog.text
+    finally:
+        await app.state.stop()
+        await store.close()

@@ -1,5 +1,6 @@
-"""The admin page's templates and static files, shipped as the package ``gateway.web``.
+"""Not imported by anything: this file makes ``web/`` the package ``gateway.web`` for the wheel build.
 
-A regular package (not a bare folder) so ``importlib.resources.files("gateway.web")`` finds the files
-the same way in a source checkout, an installed wheel and the PyInstaller bundle.
+pyproject's ``package-dir`` maps ``gateway.web`` to this folder, which is how a wheel carries the admin
+page's files inside the package (``gateway/web/``). At run time ``gateway.assets`` finds them by path, the
+same way in a clone, a wheel, an editable install and the PyInstaller bundle.
 """

@@ -667,7 +667,8 @@ def parse_response(body: bytes, ctx: ResponseContext) -> tuple[bytes, Usage | No
         reply = _response_decoder.decode(body)
     except msgspec.DecodeError:
         raise UpstreamError(f"[{ctx.provider}] answered with a body that is not a Messages response.",
-                            status=502, error_type="upstream_error") from None
+                            status=502, error_type="upstream_error", code="invalid_upstream_response",
+                            provider=ctx.provider) from None
     texts: list[str] = []
     thoughts: list[str] = []
     details: list[dict[str, Any]] = []
@@ -762,7 +763,8 @@ class AnthropicStreamTranslator:
             ev = _event_decoder.decode(event.data)
         except msgspec.DecodeError:
             raise UpstreamError(f"[{self._provider}] sent a stream event that is not valid JSON.",
-                                status=502, error_type="upstream_error") from None
+                                status=502, error_type="upstream_error", code="invalid_upstream_response",
+                                provider=self._provider) from None
         match ev.type:
             case "message_start" if ev.message is not None:
                 self._set_usage(ev.message.usage)

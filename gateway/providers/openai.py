@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import msgspec
 
 from gateway.chat import ChatCall
-from gateway.errors import GatewayError, upstream_error
+from gateway.errors import GatewayError, UpstreamError, upstream_error
 from gateway.providers.base import ResponseContext, Target
 from gateway.sse import SSEEvent, encode_data
 from gateway.upstream import UpstreamRequest
@@ -69,11 +69,17 @@ def _attach_metadata(raw: RawObject, ctx: ResponseContext) -> None:
         raw["metadata"] = msgspec.Raw(encoder.encode(ctx.metadata))
 
 
+def _invalid(ctx: ResponseContext, what: str) -> UpstreamError:
+    return UpstreamError(f"[{ctx.provider}] {what}", status=502, error_type="upstream_error",
+                         code="invalid_upstream_response", provider=ctx.provider)
+
+
 def parse_response(body: bytes, ctx: ResponseContext) -> tuple[bytes, Usage | None]:
     try:
         raw = raw_object_decoder.decode(body)
     except msgspec.DecodeError:
-        return body, None  # not JSON: hand it on unchanged rather than lose it
+        # Relayed as it came, a 200 the client cannot parse would look like the gateway's answer.
+        raise _invalid(ctx, "answered with a body that is not a JSON object.") from None
     usage = _rewrite(raw, ctx)
     _attach_metadata(raw, ctx)
     return encoder.encode(raw), usage
@@ -93,32 +99,43 @@ def _is_final(raw: RawObject, usage: Usage | None) -> bool:
 
 
 class _PassThrough:
-    """Forwards each event, with ``model`` rewritten; remembers the usage chunk."""
+    """Forwards each event, with ``model`` rewritten; remembers the usage chunk, and whether the stream
+    reached its end (a finish chunk or ``[DONE]``): one that stops before either was cut short."""
 
-    __slots__ = ("ctx", "usage")
+    __slots__ = ("ctx", "ended", "usage")
 
     def __init__(self, ctx: ResponseContext) -> None:
         self.ctx = ctx
         self.usage: Usage | None = None
+        self.ended = False
 
     def feed(self, event: SSEEvent) -> list[bytes]:
         data = event.data
         if data == b"[DONE]":
+            self.ended = True
             return [encode_data(data)]
         try:
             raw = raw_object_decoder.decode(data)
         except msgspec.DecodeError:
-            return [encode_data(data)]
+            raise _invalid(self.ctx, "sent a stream event that is not a JSON object.") from None
+        if "error" in raw:
+            # A mid-stream error event (OpenAI and vLLM send them): the stream ends here, as an error.
+            raise parse_error(502, data, {}, self.ctx.provider)
         usage = _rewrite(raw, self.ctx)
         if usage is not None:
             self.usage = usage
             if not self.ctx.include_usage and raw.get("choices") == _EMPTY_LIST:
                 return []  # the usage chunk the gateway asked for on its own behalf
         if _is_final(raw, usage):
+            self.ended = True
             _attach_metadata(raw, self.ctx)
         return [encode_data(encoder.encode(raw))]
 
     def close(self) -> list[bytes]:
+        if not self.ended:
+            raise UpstreamError(f"[{self.ctx.provider}] the stream ended before a finish_reason or [DONE].",
+                                status=502, error_type="upstream_error", code="upstream_stream_truncated",
+                                provider=self.ctx.provider)
         return []
 
 

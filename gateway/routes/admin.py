@@ -9,6 +9,7 @@ copy button and a confirmation before revoking.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import time
 from typing import Any
@@ -24,6 +25,7 @@ from gateway import admin_views, keys
 from gateway.admin_auth import LOGIN_COOKIE, LOGIN_FORM_SECONDS, SESSION_COOKIE, SESSION_SECONDS, AdminAuth, Session
 from gateway.admin_web import render, static_files
 from gateway.config import parse_expiry
+from gateway.errors import RouteNotFound
 from gateway.routes.context import gateway_state
 from gateway.state import GatewayState
 from gateway.store import KeyLimits, Store
@@ -40,6 +42,7 @@ SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
 }
+_NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 KEY_FIELDS = ("name", "budget_usd", "budget_period", "rpm", "tpm", "models", "expires", "project")
 
 
@@ -130,7 +133,9 @@ async def login_form(request: Request[Any, Any, Any]) -> Response[Any]:
 
 def _login_page(request: Request[Any, Any, Any], state: GatewayState, *, error: str | None, status: int,
                 target: str | None) -> Response[str]:
-    nonce = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(16)
+    # Only a nonce of the shape this form makes is kept: any other cookie value is replaced, not echoed back.
+    given = request.cookies.get(LOGIN_COOKIE) or ""
+    nonce = given if _NONCE.fullmatch(given) else secrets.token_urlsafe(16)
     response = _page("login.html", session=None, status=status, error=error,
                      enabled=state.admin.enabled(state.config), csrf=state.admin.login_csrf(state.config, nonce),
                      next=_safe_next(target))
@@ -191,6 +196,12 @@ async def overview(request: Request[Any, Any, Any]) -> Response[str]:
 # ----------------------------------------------------------------------------------------------- keys
 
 
+# The key form's number fields, named as the form labels them.
+NUMBER_FIELDS = {"budget_usd": ("Budget (USD)", "a number of dollars, like 12.50"),
+                 "rpm": ("Requests / min", "a whole number, like 60"),
+                 "tpm": ("Tokens / min", "a whole number, like 100000")}
+
+
 def _limits(fields: dict[str, str]) -> dict[str, object]:
     """KeyLimits fields from the key form; an empty field means no limit."""
 
@@ -201,7 +212,8 @@ def _limits(fields: dict[str, str]) -> dict[str, object]:
         try:
             return kind(text)
         except ValueError:
-            raise keys.KeyOperationError(f"{name.replace('_', ' ')} must be a {kind.__name__} number") from None
+            label, wanted = NUMBER_FIELDS[name]
+            raise keys.KeyOperationError(f"{label} must be {wanted} (or empty for no limit).") from None
 
     expires = fields.get("expires", "")
     try:
@@ -249,7 +261,8 @@ async def key_create(request: Request[Any, Any, Any]) -> Response[str]:
     await state.reload_keys()
     log.info("admin: created key %r (%s)", row.name, row.id)
     # The secret is in this one answer only (not stored, not cached); the page says so.
-    return _page("key_created.html", session=session, active="keys", row=row, secret=secret)
+    return _page("key_created.html", session=session, active="keys", row=row, secret=secret,
+                 base_url=f"{str(request.base_url).rstrip('/')}/v1")
 
 
 async def _editable(request: Request[Any, Any, Any], key_id: str) -> keys.KeyView | None:
@@ -327,9 +340,12 @@ async def usage(request: Request[Any, Any, Any]) -> Response[str]:
         name = f"usage-by-{filters.by}-{filters.since}-{filters.until}.csv"
         return Response(as_csv(filters.by, rows), media_type="text/csv; charset=utf-8",
                         headers={"content-disposition": f'attachment; filename="{name}"'})
-    data = await admin_views.usage(state, filters)
+    data = await admin_views.usage(state, filters, admin_views.page_number(request.query_params.get("page")))
     return _page("usage.html", session=session, active="usage", filters=filters, data=data, error=error,
-                 csv_query=urlencode(filters.query(format="csv")))
+                 csv_query=urlencode(filters.query(format="csv")),
+                 prev_query=urlencode(filters.query(page=str(data.page - 1))) if data.page > 1 else None,
+                 next_query=urlencode(filters.query(page=str(data.page + 1))) if data.page < data.pages else None,
+                 options=admin_views.DIMENSION_OPTIONS)
 
 
 # ------------------------------------------------------------------------------------------ providers
@@ -339,8 +355,8 @@ async def usage(request: Request[Any, Any, Any]) -> Response[str]:
 async def providers(request: Request[Any, Any, Any]) -> Response[str]:
     session = await _session(request)
     state = gateway_state(request)
-    data = await admin_views.providers(state, time.time())
-    return _page("providers.html", session=session, active="providers", providers=data,
+    data = await admin_views.providers(state, time.time(), admin_views.page_number(request.query_params.get("page")))
+    return _page("providers.html", session=session, active="providers", data=data,
                  window_min=int(admin_views.LATENCY_WINDOW_S // 60),
                  circuit_window_s=state.config.routing.circuit_window_s)
 
@@ -395,6 +411,14 @@ async def static(request: Request[Any, Any, Any], name: FromPath[str]) -> Respon
     if request.headers.get("if-none-match") == found.etag:
         return Response(b"", status_code=304, headers=headers)
     return Response(found.body, media_type=found.media_type, headers=headers)
+
+
+@get("/", include_in_schema=False)
+async def front_door(request: Request[Any, Any, Any]) -> Response[Any]:
+    """The gateway's root: a browser is sent to the admin page; an API client keeps the JSON 404."""
+    if "text/html" in request.headers.get("accept", ""):
+        return Redirect("/admin", status_code=303)
+    raise RouteNotFound("Unknown path: see the README for the gateway's endpoints.")
 
 
 router = Router(

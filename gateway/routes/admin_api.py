@@ -7,24 +7,36 @@ from typing import Any
 
 from litestar import Request, Response, get
 
-from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
+from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, RateLimited
 from gateway.routes.context import gateway_state
 from gateway.state import GatewayState
 from gateway.usage_report import BY_CHOICES, AggregateReport, as_csv
 from gateway.wire.openai import encoder
 
 
-def require_admin(state: GatewayState, authorization: str | None) -> None:
-    """The configured admin token, or the one generated at first start (a proxy key never passes)."""
+def require_admin(state: GatewayState, request: Request[Any, Any, Any]) -> None:
+    """The configured admin token, or the one generated at first start (a proxy key never passes).
+
+    Wrong tokens are throttled per address as the login form's are: while an address is blocked even the
+    right token is refused, so the answer never tells a guesser which guess was right.
+    """
     config = state.config
     if not state.admin.enabled(config):
         # Only when [admin] token was removed from a running gateway that never generated one.
         raise PermissionDenied("The admin API is off: set [admin] token in config.toml, or restart the gateway "
                                "to have one generated.", code="admin_disabled")
-    scheme, _, given = (authorization or "").partition(" ")
+    address = request.client.host if request.client else "unknown"
+    wait = state.admin.blocked_for(address)
+    if wait:
+        seconds = int(wait) + 1
+        raise RateLimited(f"Too many wrong admin tokens from this address: try again in {seconds} seconds.",
+                          code="admin_token_throttled", headers={"retry-after": str(seconds)})
+    scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
     if scheme.lower() != "bearer" or not state.admin.check_token(config, given.strip()):
+        state.admin.login_failed(address, "API token")
         raise AuthenticationFailed("The admin API needs 'Authorization: Bearer <admin token>'.",
                                    code="invalid_admin_token")
+    state.admin.token_accepted(address)
 
 
 def _day(value: str | None, param: str) -> str | None:
@@ -41,7 +53,7 @@ async def usage_aggregates(request: Request[Any, Any, Any]) -> Response[bytes | 
     """Totals by key, model, project or day; ?since=&until= (YYYY-MM-DD, UTC), ?key=&project=&model=,
     ?format=csv."""
     state = gateway_state(request)
-    require_admin(state, request.headers.get("authorization"))
+    require_admin(state, request)
     params = request.query_params
     by = params.get("by", "key")
     if by not in BY_CHOICES:

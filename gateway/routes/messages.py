@@ -1,20 +1,21 @@
 """The Anthropic Messages surface: ``POST /v1/messages`` (and ``/count_tokens``) for any model.
 
-The same flow as /v1/chat/completions (plan, admission, pipeline, one usage record, mode "messages")
-with Anthropic's shape on both ends: ``gateway/messages.py`` translates. Errors are rendered here, in
-Anthropic's error shape, so the app-wide OpenAI-envelope handler never sees them.
+The same lifecycle as /v1/chat/completions (``routes/lifecycle.py``: admission, pipeline, disconnect
+detection, one usage record, mode "messages") with Anthropic's shape on both ends: ``gateway/messages.py``
+translates. Errors are rendered here, in Anthropic's error shape, so the app-wide OpenAI-envelope handler
+never sees them.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from litestar import Request, Response, post
-from litestar.response import Stream
+from litestar.types import ASGIApp
 
-from gateway.accounting import open_meter, record_refusal, worst_cost
-from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest
+from gateway.accounting import Mode
+from gateway.errors import AuthenticationFailed, GatewayError
 from gateway.governance import Principal
 from gateway.messages import (
     MessagesStream,
@@ -23,9 +24,12 @@ from gateway.messages import (
     parse_request,
     to_chat_call,
 )
+from gateway.pipeline import ChatResult
 from gateway.providers.anthropic import error_body
-from gateway.router import estimate_prompt_tokens
+from gateway.router import Plan, estimate_prompt_tokens
+from gateway.routes.asgi import Receive, Scope, Send, header
 from gateway.routes.context import gateway_state, request_body, request_id
+from gateway.routes.lifecycle import Parsed, serve
 from gateway.state import GatewayState
 from gateway.wire.openai import encoder
 
@@ -33,49 +37,52 @@ JSON = "application/json"
 PROJECT_HEADER = "x-gateway-project-id"
 
 
+class MessagesDialect:
+    """Anthropic Messages in and out; ``gateway/messages.py`` translates both ways."""
+
+    mode: Mode = "messages"
+    missing_project = f"send the '{PROJECT_HEADER}' header"
+
+    def principal(self, state: GatewayState, scope: Scope) -> Principal:
+        return _principal(state, {name: value for name in ("x-api-key", "authorization")
+                                  if (value := header(scope, name.encode())) is not None})
+
+    def parse(self, body: bytes, scope: Scope) -> Parsed:
+        incoming = parse_request(body)
+        return Parsed(call=to_chat_call(incoming), requested_model=incoming.model, body=body,
+                      project=header(scope, PROJECT_HEADER.encode()), detail=incoming)
+
+    def error(self, exc: GatewayError, rid: str) -> tuple[bytes, dict[str, str]]:
+        return error_body(exc), {**exc.headers, "request-id": rid}
+
+    def answer(self, parsed: Parsed, plan: Plan, result: ChatResult, rid: str) -> tuple[bytes, dict[str, str]]:
+        assert result.body is not None
+        return (message_from_completion(result.body, msg_id=message_id(rid), model=parsed.detail.model,
+                                        prompt_estimate=plan.needs.prompt_tokens),
+                {**result.headers, "request-id": rid})
+
+    def stream(self, parsed: Parsed, plan: Plan, result: ChatResult,
+               rid: str) -> tuple[AsyncIterator[bytes], dict[str, str]]:
+        assert result.chunks is not None
+        stream = MessagesStream(msg_id=message_id(rid), model=parsed.detail.model,
+                                prompt_estimate=plan.needs.prompt_tokens)
+        return _events(result.chunks, stream), {**result.headers, "request-id": rid}
+
+
+MESSAGES = MessagesDialect()
+
+
 @post("/v1/messages", status_code=200)
-async def create_message(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
+async def create_message(request: Request[Any, Any, Any]) -> ASGIApp:
+    """Litestar routes it (and answers its 405s); the request itself runs the shared lifecycle, which
+    reads the body, so this handler does not."""
     state = gateway_state(request)
     rid = request_id(request)
-    runtime = state.runtime  # read once: a reload mid-request does not change this request's config
-    try:
-        principal = _principal(state, request.headers)
-    except GatewayError as exc:
-        return _error(exc, rid)
-    try:
-        body = await request_body(request)
-        incoming = parse_request(body)
-        call = to_chat_call(incoming)
-        project = state.governor.project_for(principal, request.headers.get(PROJECT_HEADER))
-        if runtime.config.routing.require_project and not project:
-            raise InvalidRequest(f"This gateway requires a project: send the '{PROJECT_HEADER}' header.",
-                                 param="project_id", code="missing_required_parameter")
-        plan = state.pipeline.plan(call, runtime.table, principal.allows)
-        needs = plan.needs
-        meter = open_meter(
-            state.governor, state.usage, principal, project=project, tokens=needs.tokens,
-            worst_cost_usd=worst_cost(plan.deployments, needs.prompt_tokens, needs.max_tokens), request_id=rid,
-            mode="messages", stream=call.stream, requested_model=incoming.model,
-            catalog_version=state.catalog.version,
-            request_body=body if runtime.config.logging.store_bodies and not call.stream else None)
-    except GatewayError as exc:
-        record_refusal(state.governor, state.usage, principal, exc, request_id=rid, mode="messages",
-                       project=request.headers.get(PROJECT_HEADER))
-        return _error(exc, rid)
-    msg_id = message_id(rid)
-    try:
-        result = await state.pipeline.run(call, plan, runtime.table, request_id=rid, meter=meter)
-        headers = {**result.headers, "request-id": rid}
-        if result.chunks is None:
-            assert result.body is not None
-            answer = message_from_completion(result.body, msg_id=msg_id, model=incoming.model,
-                                             prompt_estimate=needs.prompt_tokens)
-            return Response(answer, media_type=JSON, headers=headers)
-    except GatewayError as exc:
-        return _error(exc, rid)
-    stream = MessagesStream(msg_id=msg_id, model=incoming.model, prompt_estimate=needs.prompt_tokens)
-    return Stream(_events(result.chunks, stream), media_type="text/event-stream",
-                  headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"})
+
+    async def run(scope: Scope, receive: Receive, send: Send) -> None:
+        await serve(MESSAGES, state, scope, receive, send, rid)
+
+    return run  # type: ignore[return-value]  # Litestar's own ASGI types are narrower TypedDicts
 
 
 @post("/v1/messages/count_tokens", status_code=200)
@@ -93,6 +100,7 @@ async def count_tokens(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 
 async def _events(chunks: AsyncIterator[bytes], stream: MessagesStream) -> AsyncIterator[bytes]:
+    """OpenAI chunks in, Messages events out; closing ``chunks`` (and settling) is the lifecycle's job."""
     try:
         yield stream.start()
         async for data in chunks:
@@ -104,9 +112,6 @@ async def _events(chunks: AsyncIterator[bytes], stream: MessagesStream) -> Async
             yield b"".join(frames)
     except GatewayError as exc:  # the model's stream could not be translated: the client hears why
         yield stream.fail(exc)
-    finally:
-        if isinstance(chunks, AsyncGenerator):
-            await chunks.aclose()  # the pipeline settles the request's usage as it closes
 
 
 def _principal(state: GatewayState, headers: Mapping[str, str]) -> Principal:

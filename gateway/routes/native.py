@@ -7,6 +7,10 @@ unchanged, minus the client's key (the provider's is added by ``upstream``), and
 byte for byte as it arrives. Governance is the unified endpoint's: the same key check, allow-list,
 RPM/TPM and budget admission (``open_meter``) and settlement (``Meter.finish``), with the usage read on
 the side from a copy of the response. The gateway's own errors are rendered in the provider's shape.
+
+The provider's key rides on every request, so before anything is read the path must stay under the
+provider's base URL (``native.upstream_url``) and name an endpoint the key may reach (the defaults plus
+``native_paths``, ``native.native_access``); a provider's error body is relayed with credentials cut out.
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ from gateway.native import (
     Kind,
     UsageWatch,
     Wanted,
+    api_path,
     client_secret,
     error_body,
+    native_access,
     request_headers,
     response_headers,
     split_query,
@@ -44,6 +50,7 @@ from gateway.native import (
     wanted,
 )
 from gateway.providers import adapter_for
+from gateway.redaction import redact_bytes
 from gateway.routes.context import gateway_state, request_body, request_id
 from gateway.state import GatewayState
 from gateway.upstream import UpstreamRequest, UpstreamResponse
@@ -115,20 +122,24 @@ async def _proxy(request: Request[Any, Any, Any], name: str, provider: Provider 
     try:
         if provider is None:
             raise RouteNotFound(f"No provider named '{name}' is configured on this gateway.")
+        # Where the request would go, and whether this key may go there, before anything is read or sent.
+        url = upstream_url(provider, path, query)
+        generation = _check_access(state, principal, provider, request.method, api_path(provider.kind, path))
         body = await request_body(request)
-        asked = wanted(provider.kind, path, body)
+        asked = wanted(provider.kind, path, body, generation=generation)
         meter, pricing = _admit(state, request, principal, provider, asked, rid)
     except GatewayError as exc:
         record_refusal(state.governor, state.usage, principal, exc, request_id=rid, mode="native",
                        project=request.headers.get(PROJECT_HEADER), provider=provider.name if provider else None,
                        model=asked.model if asked else None)
         raise
-    outgoing = UpstreamRequest(provider=provider, method=request.method, url=upstream_url(provider, path, query),
+    outgoing = UpstreamRequest(provider=provider, method=request.method, url=url,
                                body=body or None, headers=request_headers(request.scope["headers"]))
     try:
         response = await state.upstream.send(outgoing)
         if response.status >= 400:
-            return await _error_answer(response, provider, asked.model, meter)
+            return await _error_answer(response, provider, asked.model, meter,
+                                       int(state.runtime.config.server.max_upstream_body_mb * 1024 * 1024))
     except GatewayError as exc:
         meter.finish(status=exc.status_code, provider=provider.name, model=asked.model, pricing=None, usage=None,
                      attempts=1, error_type=exc.error_type)
@@ -139,6 +150,23 @@ async def _proxy(request: Request[Any, Any, Any], name: str, provider: Provider 
     watch = UsageWatch(provider.kind, event_stream=event_stream) if asked.model and not asked.free else None
     return Stream(_relay(response, watch, meter, provider, asked, pricing, event_stream=event_stream),
                   status_code=response.status, headers=response_headers(response.headers, meter.headers))
+
+
+def _check_access(state: GatewayState, principal: Principal, provider: Provider, method: str, where: str) -> bool:
+    """Refuse an endpoint outside the defaults and the provider's and key's ``native_paths`` (403); True for a
+    default generation endpoint, whose body must then be a JSON object."""
+    extra = provider.native_paths
+    if principal.source == "config":
+        extra += next((tuple(k.native_paths) for k in state.runtime.config.keys if k.name == principal.name), ())
+    access = native_access(provider.kind, extra)
+    if not access.allows(method, where):
+        raise PermissionDenied(
+            f"This key may not call '{method} {where}' on provider '{provider.name}': native routes open only "
+            "generation endpoints and model listings by default, since the rest (files, batches, stored "
+            "responses, organization data…) is shared by everyone behind the gateway's provider key. To allow "
+            f'it, add "{method} {where}" (globs allowed) to native_paths under [providers.{provider.name}] '
+            "or in the key's [[keys]] entry of config.toml.", code="path_not_allowed")
+    return access.generation(method, where)
 
 
 def _admit(state: GatewayState, request: Request[Any, Any, Any], principal: Principal, provider: Provider,
@@ -181,9 +209,10 @@ def _check_modelless(state: GatewayState, request: Request[Any, Any, Any], princ
 
 
 async def _error_answer(response: UpstreamResponse, provider: Provider, model: str | None,
-                        meter: Meter) -> Response[bytes]:
-    """A provider's error goes back unchanged (status, body, content type); its type is only recorded."""
-    body = await response.read()
+                        meter: Meter, limit: int) -> Response[bytes]:
+    """A provider's error goes back as it came (status, content type), its body with any credential cut out:
+    providers quote the key they refused. Its type is only recorded. A body over ``limit`` is a 502."""
+    body = redact_bytes(await response.read(limit))
     error = adapter_for(provider.kind).parse_error(response.status, body, response.headers, provider.name)
     if response.status in (401, 403):
         log.error("provider '%s' rejected the gateway's key on a native request (HTTP %d): check providers.%s.api_key",

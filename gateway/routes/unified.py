@@ -3,65 +3,61 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Request, Response, get
 
-from gateway.accounting import open_meter, record_refusal, worst_cost
+from gateway.accounting import Mode
 from gateway.chat import parse_chat
-from gateway.errors import GatewayError, InvalidRequest
+from gateway.errors import GatewayError
+from gateway.governance import Principal
 from gateway.models import model_list
-from gateway.routes.asgi import ClientGone, Receive, Scope, Send, header, read_body, relay, respond, respond_error
+from gateway.pipeline import ChatResult
+from gateway.router import Plan
+from gateway.routes.asgi import Receive, Scope, Send, header
 from gateway.routes.context import gateway_state
+from gateway.routes.lifecycle import PROJECT_HEADER, Parsed, serve
 from gateway.state import GatewayState
 from gateway.usage_report import key_usage
 from gateway.wire.openai import encoder
 
 JSON = "application/json"
-PROJECT_HEADER = b"x-gateway-project-id"
+
+
+class ChatDialect:
+    """OpenAI chat completions: the gateway's common format, so answers and streams go out as they are."""
+
+    mode: Mode = "unified"
+    missing_project = f"send 'project_id' in the body or the '{PROJECT_HEADER.decode()}' header"
+
+    def principal(self, state: GatewayState, scope: Scope) -> Principal:
+        return state.keys.authenticate(header(scope, b"authorization"))
+
+    def parse(self, body: bytes, scope: Scope) -> Parsed:
+        call = parse_chat(body)
+        return Parsed(call=call, requested_model=call.request.model, body=body,
+                      project=call.request.project_id or header(scope, PROJECT_HEADER))
+
+    def error(self, exc: GatewayError, rid: str) -> tuple[bytes, dict[str, str]]:
+        return exc.body(), exc.headers
+
+    def answer(self, parsed: Parsed, plan: Plan, result: ChatResult, rid: str) -> tuple[bytes, dict[str, str]]:
+        assert result.body is not None
+        return result.body, result.headers
+
+    def stream(self, parsed: Parsed, plan: Plan, result: ChatResult,
+               rid: str) -> tuple[AsyncIterator[bytes], dict[str, str]]:
+        assert result.chunks is not None
+        return result.chunks, result.headers
+
+
+CHAT = ChatDialect()
 
 
 async def chat_completions(state: GatewayState, scope: Scope, receive: Receive, send: Send, rid: str) -> None:
     """POST /v1/chat/completions, as plain ASGI (see routes/asgi.py for why)."""
-    try:
-        principal = state.keys.authenticate(header(scope, b"authorization"))
-    except GatewayError as exc:
-        await respond_error(send, exc)
-        return
-    runtime = state.runtime  # read once: a reload mid-request does not change this request's config
-    project_header = header(scope, PROJECT_HEADER)
-    try:
-        call = parse_chat(await read_body(receive, int(runtime.config.server.max_body_mb * 1024 * 1024)))
-        project = state.governor.project_for(principal, call.request.project_id or project_header)
-        if runtime.config.routing.require_project and not project:
-            raise InvalidRequest(f"This gateway requires a project: send 'project_id' in the body or the "
-                                 f"'{PROJECT_HEADER.decode()}' header.", param="project_id",
-                                 code="missing_required_parameter")
-        plan = state.pipeline.plan(call, runtime.table, principal.allows)
-        needs = plan.needs
-        meter = open_meter(
-            state.governor, state.usage, principal, project=project, tokens=needs.tokens,
-            worst_cost_usd=worst_cost(plan.deployments, needs.prompt_tokens, needs.max_tokens), request_id=rid,
-            mode="unified", stream=call.stream, requested_model=call.request.model,
-            catalog_version=state.catalog.version,
-            request_body=call.body if runtime.config.logging.store_bodies and not call.stream else None)
-    except ClientGone:
-        return
-    except GatewayError as exc:
-        record_refusal(state.governor, state.usage, principal, exc, request_id=rid, mode="unified",
-                       project=project_header)
-        await respond_error(send, exc)
-        return
-    try:
-        result = await state.pipeline.run(call, plan, runtime.table, request_id=rid, meter=meter)
-    except GatewayError as exc:
-        await respond_error(send, exc)
-        return
-    if result.chunks is not None:
-        await relay(send, result.chunks, result.headers)
-        return
-    assert result.body is not None
-    await respond(send, 200, result.body, result.headers)
+    await serve(CHAT, state, scope, receive, send, rid)
 
 
 @get("/v1/models")
