@@ -18,6 +18,8 @@ import msgspec
 from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
 
+from gateway.admin import api as admin_api
+from gateway.admin import routes as admin
 from gateway.config import CONFIG_ENV_VAR, SERVE_FLAGS_ENV_VAR, Config, ServeFlags, load_config
 from gateway.errors import (
     GatewayError,
@@ -29,7 +31,7 @@ from gateway.errors import (
 )
 from gateway.logs import access
 from gateway.native import Kind, error_body
-from gateway.routes import admin, admin_api, health, messages, native, openapi, unified
+from gateway.routes import health, messages, native, openapi, unified
 from gateway.routes.asgi import ASGIApp, Message, Receive, Scope, Send, respond, respond_error
 from gateway.routes.context import gateway_state
 from gateway.state import GatewayState

@@ -15,9 +15,9 @@ from typing import Any
 import msgspec
 
 from gateway import __version__
+from gateway.dialects.messages import MessagesIn
 from gateway.door import CHAT_RANGES, MAX_MODEL_NAME, MESSAGES_RANGES, Range
 from gateway.errors import ErrorEnvelope
-from gateway.messages import MessagesIn
 from gateway.providers.anthropic import ErrorBody
 from gateway.wire.openai import ChatCompletion, ChatRequest, ModelList
 

@@ -26,8 +26,8 @@ import msgspec
 
 from gateway.accounting import Meter, encode_routing, estimate_answer_usage, estimate_usage
 from gateway.catalog import Pricing
-from gateway.chat import ChatCall
 from gateway.config import RoutingConfig
+from gateway.dialects.chat import ChatCall
 from gateway.door import header_value
 from gateway.errors import GatewayError, RateLimited, UpstreamTimeout, UpstreamUnreachable
 from gateway.governance import Governor

@@ -28,8 +28,8 @@ from gateway.catalog import (
     CatalogFile,
     Pricing,
 )
-from gateway.chat import ChatCall
 from gateway.config import Config, ModelConfig, Provider, RouteConfig
+from gateway.dialects.chat import ChatCall
 from gateway.errors import InvalidRequest, ModelNotFound, NoProviders, PermissionDenied
 from gateway.health import HealthBook
 from gateway.providers.base import Target

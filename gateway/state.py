@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway import redaction
-from gateway.admin_auth import AdminAuth
+from gateway.admin.auth import AdminAuth
 from gateway.catalog import CatalogFile, load_builtin
 from gateway.config import Config, ConfigError, ServeFlags, load_config_file
 from gateway.governance import Governor, config_principals

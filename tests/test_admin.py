@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.admin_auth import SESSION_COOKIE
+from gateway.admin.auth import SESSION_COOKIE
 from gateway.app import create_app
 from gateway.config import load_config_file
 from gateway.store import RequestRecord, Store

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import gateway.health
-from gateway.admin_auth import LOGIN_COOKIE, SESSION_COOKIE
+from gateway.admin.auth import LOGIN_COOKIE, SESSION_COOKIE
 from tests.fakes import FakeUpstream
 from tests.inprocess import gateway_for
 from tests.test_admin import ADMIN, ADMIN_TOKEN, admin_for, csrf_of, record

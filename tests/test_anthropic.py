@@ -14,8 +14,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from gateway.chat import parse_chat
 from gateway.config import Provider
+from gateway.dialects.chat import parse_chat
 from gateway.errors import GatewayError, UpstreamUnreachable
 from gateway.providers import adapter_for
 from gateway.providers import anthropic as adapter

@@ -31,7 +31,7 @@ SITE = [p for p in site.getsitepackages() if Path(p, "msgspec").is_dir()]
 
 # Where the admin files were found, the static files read, the start of the base template, and the data
 # files (the example config `gateway init` writes, the model catalog).
-WHERE = ("import json, gateway.admin_web as w, gateway.init as i, gateway.catalog as c; env = w.environment(); "
+WHERE = ("import json, gateway.admin.web as w, gateway.init as i, gateway.catalog as c; env = w.environment(); "
          "print(json.dumps([str(w.WEB), sorted(w.static_files()), env.loader.get_source(env, 'base.html')[0], "
          "i.example_text(), len(c.load_builtin().models)]))")
 

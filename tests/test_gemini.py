@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from gateway.chat import parse_chat
 from gateway.config import Provider
+from gateway.dialects.chat import parse_chat
 from gateway.errors import GatewayError, InvalidRequest, UnsupportedParameter
 from gateway.providers import gemini
 from gateway.providers.base import ResponseContext, Target

@@ -9,8 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from gateway.errors import GatewayError, InvalidRequest, RateLimited, UnsupportedParameter, UpstreamTimeout
-from gateway.messages import (
+from gateway.dialects.messages import (
     FOREIGN_REASONING_PREFIX,
     STOP_REASONS,
     MessagesStream,
@@ -19,6 +18,7 @@ from gateway.messages import (
     parse_request,
     to_chat_call,
 )
+from gateway.errors import GatewayError, InvalidRequest, RateLimited, UnsupportedParameter, UpstreamTimeout
 from gateway.providers.anthropic import (
     THINKING_BUDGETS,
     AnthropicStreamTranslator,

@@ -161,7 +161,7 @@ async def test_reload_keeps_the_serve_commands_flags(fake: FakeUpstream, tmp_pat
                                                     caplog: pytest.LogCaptureFixture) -> None:
     """`serve --port` reaches the worker's config (the admin Config page shows it) and survives a reload,
     without a "takes effect after a restart" warning for a port nobody changed."""
-    from gateway.admin_views import config_view
+    from gateway.admin.views import config_view
     from gateway.app import create_app
     from gateway.config import ServeFlags, load_config_file
     from gateway.store import Store

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.admin_auth import SESSION_COOKIE
+from gateway.admin.auth import SESSION_COOKIE
 from gateway.app import FAST_ROUTES, create_app
 from gateway.config import load_config_file
 from gateway.store import Store

@@ -14,8 +14,8 @@ import openai
 import pytest
 
 from gateway.catalog import load_builtin
-from gateway.chat import parse_chat
 from gateway.config import RoutingConfig, load_config_file
+from gateway.dialects.chat import parse_chat
 from gateway.errors import InvalidRequest, ModelNotFound
 from gateway.health import Circuit, HealthBook
 from gateway.pipeline import backoff_delay, parse_retry_after

@@ -17,7 +17,7 @@ from typing import Any, Literal, NoReturn, TypeVar
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from gateway.chat import ChatCall
+from gateway.dialects.chat import ChatCall
 from gateway.errors import (
     GatewayError,
     InvalidRequest,

@@ -15,8 +15,8 @@ from typing import Any, Protocol
 import msgspec
 
 from gateway.catalog import Pricing
-from gateway.chat import ChatCall
 from gateway.config import Provider
+from gateway.dialects.chat import ChatCall
 from gateway.errors import GatewayError
 from gateway.sse import SSEEvent
 from gateway.upstream import UpstreamRequest

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from gateway.chat import ChatCall
+from gateway.dialects.chat import ChatCall
 from gateway.errors import GatewayError, InvalidRequest, UnsupportedParameter, UpstreamError, upstream_error
 from gateway.providers.base import ResponseContext, Target
 from gateway.providers.common import ChunkWriter, completion_of, dumps, parse_arguments, parse_data_url

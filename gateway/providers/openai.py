@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import msgspec
 
-from gateway.chat import ChatCall
+from gateway.dialects.chat import ChatCall
 from gateway.errors import GatewayError, UpstreamError, upstream_error
 from gateway.providers.base import ResponseContext, Target
 from gateway.sse import SSEEvent, encode_data

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.accounting import Meter, Mode, open_meter, record_refusal, worst_cost
-from gateway.chat import ChatCall
+from gateway.dialects.chat import ChatCall
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.governance import Principal
 from gateway.pipeline import ChatResult

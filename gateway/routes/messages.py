@@ -1,7 +1,7 @@
 """The Anthropic Messages surface: ``POST /v1/messages`` (and ``/count_tokens``) for any model.
 
 The same lifecycle as /v1/chat/completions (``routes/lifecycle.py``: admission, pipeline, disconnect
-detection, one usage record, mode "messages") with Anthropic's shape on both ends: ``gateway/messages.py``
+detection, one usage record, mode "messages") with Anthropic's shape on both ends: ``gateway/dialects/messages.py``
 translates. Errors are rendered here, in Anthropic's error shape, so the app-wide OpenAI-envelope handler
 never sees them.
 """
@@ -15,15 +15,15 @@ from litestar import Request, Response, post
 from litestar.types import ASGIApp
 
 from gateway.accounting import Mode
-from gateway.errors import AuthenticationFailed, GatewayError
-from gateway.governance import Principal
-from gateway.messages import (
+from gateway.dialects.messages import (
     MessagesStream,
     message_from_completion,
     message_id,
     parse_request,
     to_chat_call,
 )
+from gateway.errors import AuthenticationFailed, GatewayError
+from gateway.governance import Principal
 from gateway.pipeline import ChatResult
 from gateway.providers.anthropic import error_body
 from gateway.router import Plan, estimate_prompt_tokens
@@ -38,7 +38,7 @@ PROJECT_HEADER = "x-gateway-project-id"
 
 
 class MessagesDialect:
-    """Anthropic Messages in and out; ``gateway/messages.py`` translates both ways."""
+    """Anthropic Messages in and out; ``gateway/dialects/messages.py`` translates both ways."""
 
     mode: Mode = "messages"
     missing_project = f"send the '{PROJECT_HEADER}' header"

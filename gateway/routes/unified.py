@@ -9,7 +9,7 @@ from typing import Any
 from litestar import Request, Response, get
 
 from gateway.accounting import Mode
-from gateway.chat import parse_chat
+from gateway.dialects.chat import parse_chat
 from gateway.errors import GatewayError
 from gateway.governance import Principal
 from gateway.models import model_list

@@ -13,9 +13,9 @@ from typing import Any
 import msgspec
 
 from gateway import keys
-from gateway.admin_charts import Chart, budget_fraction, chart
-from gateway.admin_redact import Redactor, masked_config, safe_url
-from gateway.admin_web import num, usd
+from gateway.admin.charts import Chart, budget_fraction, chart
+from gateway.admin.redact import Redactor, masked_config, safe_url
+from gateway.admin.web import num, usd
 from gateway.limits import period_start_day
 from gateway.state import GatewayState
 from gateway.store import Aggregate, AggregateBy, Dimensions, Store

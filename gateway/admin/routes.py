@@ -21,9 +21,10 @@ from litestar.datastructures import FormMultiDict
 from litestar.params import FromPath
 from litestar.response import Redirect
 
-from gateway import admin_views, keys
-from gateway.admin_auth import LOGIN_COOKIE, LOGIN_FORM_SECONDS, SESSION_COOKIE, SESSION_SECONDS, AdminAuth, Session
-from gateway.admin_web import render, static_files
+from gateway import keys
+from gateway.admin import views as admin_views
+from gateway.admin.auth import LOGIN_COOKIE, LOGIN_FORM_SECONDS, SESSION_COOKIE, SESSION_SECONDS, AdminAuth, Session
+from gateway.admin.web import render, static_files
 from gateway.config import parse_expiry
 from gateway.errors import RouteNotFound
 from gateway.routes.context import gateway_state

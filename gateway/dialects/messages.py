@@ -17,7 +17,7 @@ from typing import Any, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from gateway.chat import ChatCall, validation_error
+from gateway.dialects.chat import ChatCall, validation_error
 from gateway.door import MESSAGES_RANGES, check_body, check_model_name, check_ranges
 from gateway.errors import GatewayError, InvalidRequest, UnsupportedParameter, UpstreamError
 from gateway.providers.anthropic import (
