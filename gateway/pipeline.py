@@ -32,6 +32,7 @@ from gateway.door import header_value
 from gateway.errors import GatewayError, RateLimited, UpstreamTimeout, UpstreamUnreachable
 from gateway.governance import Governor
 from gateway.health import HealthBook, key_rejected
+from gateway.notes import Notes
 from gateway.providers import adapter_for
 from gateway.providers.base import Adapter, ResponseContext, StreamTranslator
 from gateway.router import Deployment, Plan, Requirements, Router, RouteTable
@@ -216,7 +217,8 @@ class Pipeline:
                     latency = (self.clock() - started) * 1000
                     run.attempts.append(self._attempt(deployment, response.status, None, True, latency))
                     try:
-                        result = self._success(run, deployment, adapter, response, body)
+                        result = self._success(run, deployment, adapter, response, body,
+                                               run.call.notes.merged(request.notes))
                     except GatewayError as exc:
                         # A 200 the adapter cannot read (not JSON, not the provider's format): this
                         # target failed, and the next one may still answer.
@@ -275,7 +277,8 @@ class Pipeline:
         elif circuit.probe_in_flight:
             circuit.record(self.clock(), True)
 
-    def metadata(self, run: _Run, deployment: Deployment, succeeded: bool) -> dict[str, Any]:
+    def metadata(self, run: _Run, deployment: Deployment, succeeded: bool,
+                 notes: Notes | None = None) -> dict[str, Any]:
         meta: dict[str, Any] = {
             "request_id": run.request_id,
             "requested_model": run.plan.requested_model,
@@ -286,9 +289,12 @@ class Pipeline:
         }
         if succeeded:
             meta["capabilities"] = msgspec.to_builtins(deployment.capabilities)
+        if notes:
+            meta.update(notes.metadata())
         return meta
 
-    def _headers(self, run: _Run, deployment: Deployment, succeeded: bool) -> dict[str, str]:
+    def _headers(self, run: _Run, deployment: Deployment, succeeded: bool,
+                 notes: Notes | None = None) -> dict[str, str]:
         # Names from the config and the client's reasoning_effort: encoded so a header never raises.
         headers = {
             "x-gateway-provider": header_value(deployment.provider.name),
@@ -298,6 +304,8 @@ class Pipeline:
         effort = run.call.request.reasoning_effort
         if succeeded and isinstance(effort, str) and deployment.capabilities.reasoning != "none":
             headers["x-gateway-reasoning-effort"] = header_value(effort)
+        if notes:
+            headers.update(notes.headers())
         if run.meter is not None:
             headers.update(run.meter.headers)
         return headers
@@ -312,13 +320,13 @@ class Pipeline:
         return exc
 
     def _success(self, run: _Run, deployment: Deployment, adapter: Adapter, response: UpstreamResponse,
-                 body: bytes) -> ChatResult:
-        meta = self.metadata(run, deployment, succeeded=True)
+                 body: bytes, notes: Notes) -> ChatResult:
+        meta = self.metadata(run, deployment, succeeded=True, notes=notes)
         pricing = deployment.entry.pricing if deployment.entry else None
         ctx = ResponseContext(request_id=run.request_id, provider=deployment.provider.name,
                               public_model=deployment.key, include_usage=run.call.include_usage, metadata=meta,
                               report_cost=True, pricing=pricing)
-        result = ChatResult(deployment=deployment, headers=self._headers(run, deployment, succeeded=True),
+        result = ChatResult(deployment=deployment, headers=self._headers(run, deployment, succeeded=True, notes=notes),
                             metadata=meta)
         if run.call.stream:
             result.chunks = self._stream(run, response, adapter.stream_translator(ctx), deployment, pricing)

@@ -17,6 +17,7 @@ import msgspec
 
 from gateway.config import Provider
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from gateway.notes import Notes
 
 MIB = 1024 * 1024
 
@@ -33,6 +34,8 @@ class UpstreamRequest(msgspec.Struct, kw_only=True):
     url: str
     body: bytes | None = None
     headers: dict[str, str] = {}
+    # What this target could not take and the adapter left out or lowered (see gateway/notes.py).
+    notes: Notes | None = None
 
 
 class UpstreamResponse(Protocol):

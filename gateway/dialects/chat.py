@@ -10,6 +10,7 @@ import msgspec
 
 from gateway.door import check_chat_request, decode_raw_object
 from gateway.errors import InvalidRequest, UnsupportedParameter
+from gateway.notes import Notes
 from gateway.wire import Problem
 from gateway.wire.openai import (
     CHAT_REQUEST_FIELDS,
@@ -24,12 +25,14 @@ from gateway.wire.openai import (
 class ChatCall:
     """What the pipeline needs to know about one chat request."""
 
-    __slots__ = ("body", "raw", "request")
+    __slots__ = ("body", "notes", "raw", "request")
 
     def __init__(self, body: bytes, raw: RawObject, request: ChatRequest) -> None:
         self.body = body
         self.raw = raw
         self.request = request
+        # What the client's dialect leaves out whatever the target (see gateway/notes.py).
+        self.notes = Notes()
 
     @property
     def stream(self) -> bool:
