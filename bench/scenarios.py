@@ -6,9 +6,11 @@ regressions that fail ``--quick`` in CI).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import math
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable
@@ -20,12 +22,14 @@ from typing import Any
 from bench import drivers, servers
 from bench.drivers import Target
 from bench.http import StreamTrace
-from bench.procs import Layout, tree_rss_mb
+from bench.procs import Layout, Proc, free_port, tree_rss_mb
 from bench.servers import ANTHROPIC_MODEL, GEMINI_MODEL, OPENAI_MODEL, Server
 from bench.stats import added, percentile, slope_per_minute, summary
 
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello"}]
 RATE = 1000.0
+# The shared_state scenario's key, declared in its config with a budget and an RPM limit.
+LIMITED_KEY = "sk-proxy-bench-limited-0123456789abcdef"
 STALL_S = 1.0  # a gap this long between two reads of a 20 ms-paced stream is a stall
 
 
@@ -363,6 +367,65 @@ def whole_box(run: Run) -> None:
     run.check("whole_box", "req/s, 2 workers, unpinned", result.rps, "req/s", ">=", 0, "informational")
 
 
+def shared_state(run: Run) -> None:
+    """[state] backend = "redis" with 2 workers against "memory" with 1, for a key with a budget and an RPM
+    limit (so every request is admitted on Redis): added p50 one in flight, and whole-box throughput."""
+    binary = shutil.which("redis-server")
+    if binary is None or importlib.util.find_spec("redis") is None:
+        run.figures["shared_state"] = {"skipped": "redis-server or the redis client is not installed"}
+        run.check("shared_state", "added p50, Redis over memory", None, "ms", "<=", 0.5)
+        return
+    run.mock_knobs()
+    folder = run.workdir / "shared-state"
+    folder.mkdir(parents=True, exist_ok=True)
+    redis_port = free_port()
+    redis = Proc("redis", [binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                           "no", "--dir", str(folder)], cpus=run.layout.all, log=folder / "redis.log")
+    limited = f"""
+[[models]]
+name = "gpt-4o-mini"
+provider = "mock"
+pricing = {{ input = 0.15, output = 0.6 }}
+
+[[keys]]
+name = "limited"
+key = "{LIMITED_KEY}"
+budget_usd = 1000000.0
+rpm = 100000000
+"""
+    shared = f'[state]\nbackend = "redis"\nredis_url = "redis://127.0.0.1:{redis_port}/0"\n'
+    gateways: dict[str, Server] = {}
+    own = os.sched_getaffinity(0)
+    try:
+        for name, workers, extra in (("memory", 1, limited), ("redis", 2, limited + shared)):
+            config, port = servers.write_gateway_config(folder / name, run.mock, workers=workers, extra=extra)
+            gateways[name] = servers.start_gateway(run.opts.gateway_src, config, port, LIMITED_KEY, run.layout.all)
+        body = json.dumps({"model": OPENAI_MODEL, "messages": MESSAGES, "max_tokens": 16}).encode()
+        targets = {name: Target.post(name, g.port, "/v1/chat/completions", body, g.auth)
+                   for name, g in gateways.items()}
+        rounds, per_round = (3, 150) if run.opts.quick else (5, 400)
+        probed = asyncio.run(drivers.probe(list(targets.values()), rounds=rounds, per_round=per_round))
+        os.sched_setaffinity(run.mock.proc.pid, run.layout.all)
+        os.sched_setaffinity(0, run.layout.all)
+        seconds = 3 if run.opts.quick else 10
+        rps = {name: drivers.closed_loop(t, connections=64, seconds=seconds, use_wrk=run.use_wrk, threads=2).rps
+               for name, t in targets.items()}
+    finally:
+        os.sched_setaffinity(0, own)
+        os.sched_setaffinity(run.mock.proc.pid, run.layout.client)
+        for gateway in gateways.values():
+            gateway.proc.stop()
+        redis.stop()
+    added_p50 = added(probed["redis"], probed["memory"], 50)
+    ratio = rps["redis"] / max(rps["memory"], 1e-9)
+    run.figures["shared_state"] = {
+        "p50_ms": {name: _ms(percentile([v for r in probed[name] for v in r], 50)) for name in probed},
+        "added_p50_ms": _ms(added_p50), "rps": {name: round(v, 1) for name, v in rps.items()},
+        "throughput_x": round(ratio, 2)}
+    run.check("shared_state", "added p50, Redis (2 workers) over memory (1)", added_p50, "ms", "<=", 0.5)
+    run.check("shared_state", "req/s, 2 workers on Redis ÷ 1 on memory", ratio, "x", ">=", 1.6)
+
+
 def versus_litellm(run: Run) -> None:
     """The gateway's figures against LiteLLM's from the same run."""
     if run.litellm is None:
@@ -390,6 +453,7 @@ def versus_litellm(run: Run) -> None:
 # Run order: quiet measurements first, the long soak last; "whole_box" needs the full machine.
 SCENARIOS: dict[str, Callable[[Run], None]] = {
     "startup": startup, "latency": latency, "streaming": streaming, "fixed_rate": fixed_rate,
-    "throughput": throughput, "streams500": streams500, "usage": usage, "whole_box": whole_box, "soak": soak,
+    "throughput": throughput, "streams500": streams500, "usage": usage, "whole_box": whole_box,
+    "shared_state": shared_state, "soak": soak,
 }
-QUICK_SKIPS = frozenset({"whole_box"})
+QUICK_SKIPS = frozenset({"whole_box", "shared_state"})

@@ -92,7 +92,35 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_argument("--since", metavar="DATE", type=_date, help="from this UTC day on (YYYY-MM-DD)")
     usage.add_argument("--until", metavar="DATE", type=_date, help="up to this UTC day (YYYY-MM-DD)")
     usage.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+
+    migrate = commands.add_parser(
+        "migrate-store", help="copy an SQLite store into an empty PostgreSQL database ([store] backend)",
+        description="copy every key, usage record, aggregate and admin session of an SQLite store into an "
+                    "empty PostgreSQL database, in one transaction, and check the row counts afterwards")
+    migrate.add_argument("--from", dest="source", required=True, type=_sqlite_source, metavar="sqlite:PATH",
+                         help="the SQLite database: its file, or the server.data_dir holding gateway.db")
+    migrate.add_argument("--to", dest="target", required=True, type=_postgres_target, metavar="postgres://...",
+                         help="the PostgreSQL database (created beforehand, empty)")
     return parser
+
+
+def _sqlite_source(value: str) -> Path:
+    from gateway.store import DB_FILENAME
+
+    scheme, _, rest = value.partition(":")
+    if scheme != "sqlite" or not rest:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected sqlite:PATH")
+    path = Path(rest).expanduser()
+    path = path / DB_FILENAME if path.is_dir() else path
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no SQLite database at {path}")
+    return path
+
+
+def _postgres_target(value: str) -> str:
+    if not value.startswith(("postgres://", "postgresql://")):
+        raise argparse.ArgumentTypeError("expected a postgres:// or postgresql:// URL")
+    return value
 
 
 def _none_or(kind: Callable[[str], object], expected: str) -> Callable[[str], object]:
@@ -235,9 +263,9 @@ async def _keys(args: argparse.Namespace, config: Config) -> int:
     import msgspec
 
     from gateway import keys
-    from gateway.store import KeyLimits, Store
+    from gateway.store import KeyLimits, open_store
 
-    store = await Store.open(config.data_dir)
+    store = await open_store(config)
     try:
         if args.keys_command == "create":
             limits = msgspec.convert(_limit_changes(args), KeyLimits)
@@ -262,15 +290,44 @@ async def _keys(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _usage(args: argparse.Namespace, config: Config) -> int:
-    from gateway.store import Store
+    from gateway.store import open_store
     from gateway.usage_report import as_csv, as_table
 
-    store = await Store.open(config.data_dir)
+    store = await open_store(config)
     try:
         rows = await store.aggregate(args.by, since=args.since, until=args.until)
     finally:
         await store.close()
     print(as_csv(args.by, rows) if args.csv else as_table(args.by, rows), end="")
+    return 0
+
+
+async def _migrate_store(source_path: Path, target_url: str) -> int:
+    from gateway.store import TABLES, SqliteStore, StoreNotEmpty, open_postgres, redact_url
+
+    source = await SqliteStore.open_file(source_path)
+    try:
+        target = await open_postgres(target_url)
+    except BaseException:
+        await source.close()
+        raise
+    try:
+        copied = await target.copy_from(source)
+        for table in TABLES:
+            here, there = await source.count_rows(table), await target.count_rows(table)
+            if not here == copied[table] == there:
+                print(f"error: {table}: {here} rows in the source, {copied[table]} copied, {there} in the target",
+                      file=sys.stderr)
+                return 1
+            print(f"{table}: {there} rows")
+    except StoreNotEmpty as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await target.close()
+        await source.close()
+    print(f"copied {source_path} into {redact_url(target_url)}; set [store] backend = \"postgres\" and "
+          "postgres_url to serve from it", file=sys.stderr)
     return 0
 
 
@@ -318,9 +375,17 @@ def _main(argv: Sequence[str] | None) -> int:
         return cmd_init(args)
     import asyncio
 
-    if args.command == "usage":
-        return asyncio.run(_usage(args, _load(args.config)))
-    return asyncio.run(_keys(args, _load(args.config)))
+    from gateway.store import StoreUnavailable
+
+    try:
+        if args.command == "usage":
+            return asyncio.run(_usage(args, _load(args.config)))
+        if args.command == "migrate-store":
+            return asyncio.run(_migrate_store(args.source, args.target))
+        return asyncio.run(_keys(args, _load(args.config)))
+    except StoreUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

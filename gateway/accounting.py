@@ -16,7 +16,7 @@ import msgspec
 
 from gateway.catalog import Pricing
 from gateway.errors import GatewayError
-from gateway.governance import Admission, Governor, Principal
+from gateway.governance import Governor, Hold, Principal
 from gateway.router import Deployment
 from gateway.store import RequestRecord
 from gateway.usage import UsageRecorder, cost, counts, worst_case_cost
@@ -52,7 +52,7 @@ class Meter:
     __slots__ = ("admission", "catalog_version", "mode", "principal", "recorder", "request_body", "request_id",
                  "requested_model", "started", "stream", "ttft_ms")
 
-    def __init__(self, *, admission: Admission, recorder: UsageRecorder, principal: Principal, request_id: str,
+    def __init__(self, *, admission: Hold, recorder: UsageRecorder, principal: Principal, request_id: str,
                  mode: Mode, stream: bool, requested_model: str | None, catalog_version: str,
                  request_body: bytes | None = None) -> None:
         self.admission = admission
@@ -124,10 +124,10 @@ class Meter:
                     error_type=error_type, routing=routing)
 
 
-def open_meter(governor: Governor, recorder: UsageRecorder, principal: Principal, *, project: str | None,
-               tokens: int, worst_cost_usd: float | None, request_id: str, mode: Mode, stream: bool,
-               requested_model: str | None, catalog_version: str, request_body: bytes | None = None) -> Meter:
-    admission = governor.admit(principal, project, tokens, worst_cost_usd)
+async def open_meter(governor: Governor, recorder: UsageRecorder, principal: Principal, *, project: str | None,
+                     tokens: int, worst_cost_usd: float | None, request_id: str, mode: Mode, stream: bool,
+                     requested_model: str | None, catalog_version: str, request_body: bytes | None = None) -> Meter:
+    admission = await governor.reserve(principal, project, tokens, worst_cost_usd)
     return Meter(admission=admission, recorder=recorder, principal=principal, request_id=request_id, mode=mode,
                  stream=stream, requested_model=requested_model, catalog_version=catalog_version,
                  request_body=request_body)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
+import importlib.util
 import os
 import re
 import tomllib
@@ -178,6 +179,26 @@ class LoggingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     store_bodies: bool = False
 
 
+class StateConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Where rate buckets, budget reservations and spend counters live (docs/scaling.md)."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str | None = None
+    # Redis unreachable: "refuse" answers requests of keys with limits with a 503 (fail closed); "allow"
+    # serves them unlimited until it is back.
+    on_unavailable: Literal["refuse", "allow"] = "refuse"
+    # A reservation not renewed for this long (its process was killed) is released.
+    hold_ttl_s: float = 30.0
+
+
+class StoreConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Where keys, usage records and admin sessions are kept (docs/scaling.md): the embedded SQLite file in
+    server.data_dir, or a PostgreSQL database that every worker and replica shares."""
+
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    postgres_url: str | None = None
+
+
 class ConfigFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The TOML document as written by the user."""
 
@@ -192,6 +213,8 @@ class ConfigFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     usage: UsageConfig = msgspec.field(default_factory=UsageConfig)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    state: StateConfig = msgspec.field(default_factory=StateConfig)
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
 
 
 _NAMED_TABLES: dict[str, type[msgspec.Struct]] = {
@@ -232,6 +255,8 @@ class Config:
     usage: UsageConfig = field(default_factory=UsageConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     sources: dict[str, str] = field(default_factory=dict)  # provider name -> env var that enabled it
 
 
@@ -634,9 +659,9 @@ def limits_in_config(keys: list[KeyConfig], projects: dict[str, ProjectConfig], 
 
 
 def workers_refused(file: str, workers: int, limit: str, hint: str | None = None) -> ConfigError:
-    """Budgets, rate limits and reservations live in each worker's memory: N workers would each admit the
-    whole allowance (measured: $1.86 spent of $1, RPM 10 admitting 20). Until that state is shared, more than
-    one worker is refused whenever any limit exists."""
+    """With [state] backend = "memory", budgets, rate limits and reservations live in each worker's memory: N
+    workers would each admit the whole allowance (measured: $1.86 spent of $1, RPM 10 admitting 20), so more
+    than one worker is refused whenever any limit exists."""
     return ConfigError(file, "server.workers",
                        f"{workers} workers cannot enforce {limit}: each worker counts budgets and rate limits on "
                        f"its own, so together they would allow {workers} times as much",
@@ -644,11 +669,44 @@ def workers_refused(file: str, workers: int, limit: str, hint: str | None = None
 
 
 def _check_workers(file: str, workers: int, keys: list[KeyConfig], projects: dict[str, ProjectConfig],
-                   limits: LimitsConfig) -> None:
-    if workers > 1:
-        limit = limits_in_config(keys, projects, limits)
+                   limits: LimitsConfig, state: StateConfig) -> None:
+    if workers <= 1:
+        return
+    if state.backend == "redis":
+        # Keys', projects' and the global limits are shared on Redis; per-provider buckets are checked for
+        # each fallback target inside the pipeline and stay in each process (docs/scaling.md).
+        limit = limits_in_config([], {}, LimitsConfig(providers=limits.providers))
         if limit is not None:
-            raise workers_refused(file, workers, limit)
+            raise workers_refused(file, workers, limit, f"remove {limit}: per-provider limits are counted by "
+                                  "each process even with [state] backend = \"redis\"")
+        return
+    limit = limits_in_config(keys, projects, limits)
+    if limit is not None:
+        raise workers_refused(file, workers, limit, f"set [state] backend = \"redis\" to share limits between "
+                              f"workers, or set server.workers = 1 (or drop --workers), or remove {limit}")
+
+
+def _check_state(file: str, state: StateConfig) -> None:
+    if state.backend == "redis":
+        url = state.redis_url or ""
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(file, "state.redis_url", f"{redact(url)!r} is not a Redis URL" if url else
+                              'backend = "redis" needs redis_url', "e.g. redis_url = \"${REDIS_URL}\" with "
+                              "REDIS_URL=redis://127.0.0.1:6379/0")
+        if importlib.util.find_spec("redis") is None:
+            raise ConfigError(file, "state.backend", "the Redis client is not installed",
+                              "install it: pip install 'gateway[redis]'")
+    if not state.hold_ttl_s > 0:
+        raise ConfigError(file, "state.hold_ttl_s", "must be positive seconds", "the default is 30")
+
+
+def _check_store(file: str, store: StoreConfig) -> None:
+    if store.backend == "postgres":
+        url = store.postgres_url or ""
+        if not url.startswith(("postgres://", "postgresql://")):
+            raise ConfigError(file, "store.postgres_url", "must start with postgres:// or postgresql://" if url
+                              else 'backend = "postgres" needs postgres_url', "e.g. postgres_url = \"${DATABASE_URL}\" "
+                              "with DATABASE_URL=postgres://gateway:secret@127.0.0.1:5432/gateway")
 
 
 def build(parsed: ConfigFile, file: str, *, base_dir: Path, path: Path | None) -> Config:
@@ -704,12 +762,15 @@ def build(parsed: ConfigFile, file: str, *, base_dir: Path, path: Path | None) -
         data_dir = base_dir / data_dir
     _check_keys(file, parsed.keys)
     _check_governance(file, parsed)
-    _check_workers(file, server.workers, parsed.keys, parsed.projects, parsed.limits)
+    _check_state(file, parsed.state)
+    _check_store(file, parsed.store)
+    _check_workers(file, server.workers, parsed.keys, parsed.projects, parsed.limits, parsed.state)
     return Config(server=server, providers=providers, data_dir=data_dir, path=path, routing=parsed.routing,
                   routes=parsed.routes, models=parsed.models, keys=parsed.keys, projects=parsed.projects,
                   limits=parsed.limits, usage=parsed.usage,
                   # An empty token (e.g. "${GATEWAY_ADMIN_TOKEN:-}" with the variable unset) means none.
-                  admin=AdminConfig(token=parsed.admin.token or None), logging=parsed.logging)
+                  admin=AdminConfig(token=parsed.admin.token or None), logging=parsed.logging,
+                  state=parsed.state, store=parsed.store)
 
 
 def parse_expiry(value: str) -> float:
@@ -866,5 +927,6 @@ def with_overrides(config: Config, *, host: str | None = None, port: int | None 
     flags = " ".join(f"--{name} {value}" for name, value in (("host", host), ("port", port), ("workers", workers))
                      if value is not None)
     _check_server(f"the command line ({flags})", server)
-    _check_workers(f"the command line ({flags})", server.workers, config.keys, config.projects, config.limits)
+    _check_workers(f"the command line ({flags})", server.workers, config.keys, config.projects, config.limits,
+                   config.state)
     return dataclasses.replace(config, server=server)

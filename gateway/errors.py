@@ -162,6 +162,14 @@ class BudgetExceeded(GatewayError):
     default_code = "budget_exceeded"
 
 
+class StateUnavailable(GatewayError):
+    """[state] backend = "redis" could not be reached, so a key with limits cannot be counted: fail closed."""
+
+    status = 503
+    type = "service_unavailable"
+    default_code = "state_unavailable"
+
+
 class NoProviders(GatewayError):
     status = 503
     type = "service_unavailable"

@@ -10,16 +10,26 @@ cost. Native pass-through routes use the same two calls.
 from __future__ import annotations
 
 import fnmatch
+import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
 from gateway.catalog import format_usd
 from gateway.config import Config, parse_expiry
-from gateway.errors import BudgetExceeded, KeyExpired, PermissionDenied, RateLimited
-from gateway.limits import Budget, TokenBucket, format_reset
+from gateway.errors import BudgetExceeded, KeyExpired, PermissionDenied, RateLimited, StateUnavailable
+from gateway.limits import Budget, TokenBucket, format_reset, period_end, period_start_day
+
+if TYPE_CHECKING:  # the Redis client is imported only when [state] backend = "redis" is configured
+    from gateway.shared_state import Bucket, BudgetRef, RedisState
+
+log = logging.getLogger("gateway")
+# With on_unavailable = "allow", the outage is logged at most this often, not once per request.
+UNLIMITED_WARNING_S = 10.0
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,6 +68,16 @@ def config_principals(config: Config) -> list[tuple[str, Principal]]:
     return out
 
 
+class Hold(Protocol):
+    """What a request holds from admission to its end, in memory or on Redis."""
+
+    project: str | None
+    headers: dict[str, str]
+    settled: bool
+
+    def settle(self, tokens: int | None, cost_usd: float | None) -> None: ...
+
+
 @dataclass
 class Admission:
     """One request's hold on the buckets and budgets, released exactly once by ``settle``."""
@@ -87,10 +107,42 @@ class Admission:
             budget.settle(self.reserved_usd, cost_usd or 0.0, now)
 
 
+@dataclass
+class SharedAdmission:
+    """A hold on Redis (``Governor.reserve`` with [state] backend = "redis"), settled exactly once."""
+
+    shared: RedisState
+    hold: str
+    project: str | None
+    tokens: int
+    reserved_usd: float
+    tpm: list[Bucket]
+    budgets: list[BudgetRef]
+    headers: dict[str, str] = field(default_factory=dict)
+    settled: bool = False
+
+    def settle(self, tokens: int | None, cost_usd: float | None) -> None:
+        """As ``Admission.settle``: a negative report counts as none used; a cost that is not finite counts
+        as what was reserved; nothing is refunded."""
+        if self.settled:
+            return
+        self.settled = True
+        give_back = self.tokens - max(tokens, 0) if tokens is not None else 0
+        cost = cost_usd or 0.0
+        spent = (cost if cost > 0 else 0.0) if math.isfinite(cost) else self.reserved_usd
+        if self.tpm or self.budgets:
+            self.shared.settle(self.hold, self.tpm, give_back, self.budgets, spent)
+
+
 class Governor:
-    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time,
+                 shared: RedisState | None = None) -> None:
         self.clock = clock
         self.config = config
+        # With [state] backend = "redis", keys with limits are admitted there (``reserve``); the buckets and
+        # budgets below then only say which limits exist.
+        self.shared = shared
+        self._allowed_since_warning = -math.inf
         now = clock()
         self._key_rpm: dict[str, TokenBucket] = {}
         self._key_tpm: dict[str, TokenBucket] = {}
@@ -147,14 +199,7 @@ class Governor:
         tokens = max(tokens, 0)
         budgets = [b for b in (self._key_budgets.get(principal.key_id),
                                self._project_budgets.get(project) if project else None) if b is not None]
-        if budgets and worst_cost is None:
-            raise PermissionDenied(
-                "This key has a budget, and the requested model has no known price, so its cost could not be "
-                "counted: add its pricing under [[models]] in config.toml, or use a priced model.",
-                code="price_unknown")
-        cost = worst_cost or 0.0
-        if cost < 0:  # NaN is kept as it is: it never fits a budget
-            cost = 0.0
+        cost = _reserve_cost(bool(budgets), worst_cost)
         taken = self._take_rates(principal, tokens, now)
         reserved: list[Budget] = []
         for budget in budgets:
@@ -165,17 +210,69 @@ class Governor:
                 for bucket, amount, _ in taken:
                     bucket.adjust(amount, now)
                 owner = f"project '{project}'" if budget is self._project_budgets.get(project or "") else "key"
-                raise BudgetExceeded(
-                    f"Budget exceeded for this {owner}: {format_usd(budget.remaining(now))} of "
-                    f"{format_usd(budget.limit)} remains for the current {budget.period}, and this request "
-                    f"reserves {format_usd(cost)} up front: its worst case, the estimated prompt plus max_tokens "
-                    f"(when max_tokens is not sent, the model's longest possible answer) at the model's prices. "
-                    f"Send a smaller max_tokens to reserve less, or ask for a larger budget.",
-                    headers=self.headers(principal, now))
+                raise _over_budget(owner, budget.remaining(now), budget.limit, budget.period, cost,
+                                   self.headers(principal, now))
             reserved.append(budget)
         tpm = [bucket for bucket, _, unit in taken if unit == "tokens"]
         return Admission(governor=self, principal=principal, project=project, tokens=tokens, reserved_usd=cost,
                          budgets=reserved, buckets=tpm, headers=self.headers(principal, now))
+
+    async def reserve(self, principal: Principal, project: str | None, tokens: int,
+                      worst_cost: float | None) -> Hold:
+        """Admission on the configured state: in memory (``admit``, no I/O), or on Redis in one script call
+        for a key with limits (a key without any never waits for Redis, nor fails when it is down)."""
+        if self.shared is None:
+            return self.admit(principal, project, tokens, worst_cost)
+        from gateway.shared_state import Admitted, Bucket, BudgetRef, Limited  # loaded with the Redis client
+
+        tokens = max(tokens, 0)
+        limits = self.config.limits
+        rates = [(scope, limit, amount, unit, whose) for scope, limit, amount, unit, whose in (
+            (f"key:{principal.key_id}:rpm", principal.rpm, 1, "requests", "this key"),
+            (f"key:{principal.key_id}:tpm", principal.tpm, tokens, "tokens", "this key"),
+            ("global:rpm", limits.rpm, 1, "requests", "the gateway"),
+            ("global:tpm", limits.tpm, tokens, "tokens", "the gateway")) if limit]
+        owned: list[tuple[str, str, float, str]] = []  # (budget name, owner as said, limit, period)
+        if principal.budget_usd is not None:
+            owned.append((f"key:{principal.key_id}", "key", principal.budget_usd, principal.budget_period))
+        if project is not None and (spec := self.config.projects.get(project)) and spec.budget_usd is not None:
+            owned.append((f"project:{project}", f"project '{project}'", spec.budget_usd, spec.budget_period))
+        if not rates and not owned:
+            return self.admit(principal, project, tokens, worst_cost)
+        cost = _reserve_cost(bool(owned), worst_cost)
+        if cost != cost:  # NaN never fits a budget (as in memory)
+            raise _over_budget(owned[0][1], 0.0, owned[0][2], owned[0][3], cost, {})
+        now = self.clock()
+        buckets = [Bucket(scope, limit, amount) for scope, limit, amount, _, _ in rates]
+        refs = [BudgetRef(name, period_start_day(period, now), limit, cost, _expire_at(period, now))
+                for name, _, limit, period in owned]
+        try:
+            hold, outcome = await self.shared.admit(buckets, refs)
+        except StateUnavailable as exc:
+            if self.config.state.on_unavailable != "allow":
+                raise
+            if now - self._allowed_since_warning >= UNLIMITED_WARNING_S:
+                self._allowed_since_warning = now
+                log.warning("%s; serving keys with limits unlimited ([state] on_unavailable = \"allow\")", exc)
+            return Admission(governor=self, principal=principal, project=project, tokens=tokens, reserved_usd=0.0,
+                             budgets=[], buckets=[])
+        headers: dict[str, str] = {}
+        left = outcome.left if isinstance(outcome, Admitted) else None
+        for i, (_, limit, _, unit, whose) in enumerate(rates):
+            if whose == "this key":
+                headers[f"x-ratelimit-limit-{unit}"] = str(limit)
+                if left is not None:
+                    headers[f"x-ratelimit-remaining-{unit}"] = str(max(int(left[i]), 0))
+                    headers[f"x-ratelimit-reset-{unit}"] = format_reset((limit - left[i]) * 60 / limit)
+        if isinstance(outcome, Limited):
+            _, rate, amount, unit, whose = rates[outcome.index]
+            raise _rate_limited(unit, whose, amount, rate, outcome.wait, headers)
+        if not isinstance(outcome, Admitted):
+            _, owner, budget_usd, period = owned[outcome.index]
+            raise _over_budget(owner, outcome.remaining, budget_usd, period, cost, headers)
+        tpm = [bucket for bucket, (_, _, _, unit, _) in zip(buckets, rates, strict=True) if unit == "tokens"]
+        return SharedAdmission(shared=self.shared, hold=hold, project=project, tokens=tokens, reserved_usd=cost,
+                               tpm=tpm, budgets=refs, headers=headers)
 
     def _take_rates(self, principal: Principal, tokens: int, now: float) -> list[tuple[TokenBucket, int, str]]:
         """Take from every applicable bucket, or from none (giving back) and raise RateLimited."""
@@ -193,20 +290,9 @@ class Governor:
             if wait:
                 for done, took, _ in taken:
                     done.adjust(took, now)
-                raise self._limited(principal, unit, whose, amount, bucket, wait, now)
+                raise _rate_limited(unit, whose, amount, int(bucket.limit), wait, self.headers(principal, now))
             taken.append((bucket, amount, unit))
         return taken
-
-    def _limited(self, principal: Principal, unit: str, whose: str, amount: int, bucket: TokenBucket, wait: float,
-                 now: float) -> RateLimited:
-        headers = self.headers(principal, now)
-        if wait == float("inf"):
-            return RateLimited(f"Request too large: about {amount} {unit} requested, but {whose} allows "
-                               f"{int(bucket.limit)} {unit} per minute. Lower max_tokens or shorten the prompt.",
-                               headers=headers, code="request_too_large")
-        headers["retry-after"] = str(max(1, round(wait + 0.5)))
-        return RateLimited(f"Rate limit reached for {whose}: {int(bucket.limit)} {unit} per minute. "
-                           f"Try again in {format_reset(wait)}.", headers=headers)
 
     def provider_admit(self, provider: str, tokens: int) -> float:
         """Per-provider limits, checked for each target: 0 when it may be tried, else seconds to wait."""
@@ -227,6 +313,8 @@ class Governor:
     def headers(self, principal: Principal, now: float) -> dict[str, str]:
         """OpenAI's x-ratelimit-* headers for the key's own limits (none when the key has none)."""
         headers: dict[str, str] = {}
+        if self.shared is not None:  # the buckets are on Redis: its admission reply carries these
+            return headers
         for unit, bucket in (("requests", self._key_rpm.get(principal.key_id)),
                              ("tokens", self._key_tpm.get(principal.key_id))):
             if bucket is not None:
@@ -235,11 +323,61 @@ class Governor:
                 headers[f"x-ratelimit-reset-{unit}"] = format_reset(bucket.reset_seconds(now))
         return headers
 
+    async def key_budget(self, principal: Principal) -> tuple[float, float, float] | None:
+        """(spent, remaining, reserved) of the key's budget in its current period; None without one. With
+        [state] backend = "redis", as Redis counts it for every process."""
+        budget = self._key_budgets.get(principal.key_id)
+        if budget is None:
+            return None
+        now = self.clock()
+        if self.shared is None:
+            return budget.spent, budget.remaining(now), budget.reserved
+        spent, reserved = await self.shared.budget(f"key:{principal.key_id}",
+                                                   period_start_day(principal.budget_period, now))
+        return spent, max(budget.limit - spent - reserved, 0.0), reserved
+
     def budget_of(self, key_id: str) -> Budget | None:
         return self._key_budgets.get(key_id)
 
     def project_budget(self, project: str) -> Budget | None:
         return self._project_budgets.get(project)
+
+
+def _reserve_cost(budgeted: bool, worst_cost: float | None) -> float:
+    if budgeted and worst_cost is None:
+        raise PermissionDenied(
+            "This key has a budget, and the requested model has no known price, so its cost could not be "
+            "counted: add its pricing under [[models]] in config.toml, or use a priced model.",
+            code="price_unknown")
+    cost = worst_cost or 0.0
+    return 0.0 if cost < 0 else cost  # NaN is kept as it is: it never fits a budget
+
+
+def _expire_at(period: str, now: float) -> int:
+    """When a period's counters may go: a day after it ends (late settlements land), never for "total"."""
+    end = period_end(period, now)
+    return int(end) + 86400 if end is not None else 0
+
+
+def _over_budget(owner: str, remaining: float, limit: float, period: str, cost: float,
+                 headers: dict[str, str]) -> BudgetExceeded:
+    return BudgetExceeded(
+        f"Budget exceeded for this {owner}: {format_usd(remaining)} of {format_usd(limit)} remains for the "
+        f"current {period}, and this request reserves {format_usd(cost)} up front: its worst case, the estimated "
+        f"prompt plus max_tokens (when max_tokens is not sent, the model's longest possible answer) at the "
+        f"model's prices. Send a smaller max_tokens to reserve less, or ask for a larger budget.",
+        headers=headers)
+
+
+def _rate_limited(unit: str, whose: str, amount: int, limit: int, wait: float,
+                  headers: dict[str, str]) -> RateLimited:
+    if wait == math.inf:
+        return RateLimited(f"Request too large: about {amount} {unit} requested, but {whose} allows "
+                           f"{limit} {unit} per minute. Lower max_tokens or shorten the prompt.",
+                           headers=headers, code="request_too_large")
+    headers["retry-after"] = str(max(1, round(wait + 0.5)))
+    return RateLimited(f"Rate limit reached for {whose}: {limit} {unit} per minute. "
+                       f"Try again in {format_reset(wait)}.", headers=headers)
 
 
 def _resize(bucket: TokenBucket | None, limit: int | None, now: float) -> TokenBucket | None:

@@ -57,6 +57,8 @@ class KeyRing:
         self._by_hash: dict[str, tuple[str, Principal]] = {}
         self._rows: list[KeyRow] = []
         self._config_keys: list[tuple[str, Principal]] = []
+        # Announced revocations ([state] backend = "redis"): refused at once, whatever a store says later.
+        self._revoked: set[str] = set()
         self.last_used: dict[str, float] = {}
         self._data_version = -1
 
@@ -74,8 +76,12 @@ class KeyRing:
         self._rows = [row for row in rows if row.revoked_at is None]
         self._rebuild()
 
+    def revoked(self, key_id: str) -> None:
+        self._revoked.add(key_id)
+        self._rebuild()
+
     def _rebuild(self) -> None:
-        by_hash = {row.hash: (row.hash, principal_of(row)) for row in self._rows}
+        by_hash = {row.hash: (row.hash, principal_of(row)) for row in self._rows if row.id not in self._revoked}
         for digest, principal in self._config_keys:
             by_hash[digest] = (digest, principal)
         self._by_hash = by_hash  # one assignment: a request sees the old ring or the new one
@@ -159,11 +165,12 @@ def validate_limits(limits: KeyLimits) -> KeyLimits:
 
 
 def _single_worker_limits(config: Config, limits: KeyLimits) -> KeyLimits:
-    """Budgets and rate limits are counted per worker process (see config.workers_refused)."""
+    """With [state] backend = "memory", budgets and rate limits are counted per worker process (see
+    config.workers_refused)."""
     workers = config.server.workers
     limited = [f"--{name.replace('_', '-')}" for name in ("budget_usd", "rpm", "tpm")
                if getattr(limits, name) is not None]
-    if workers > 1 and limited:
+    if workers > 1 and limited and config.state.backend == "memory":
         raise KeyOperationError(f"{', '.join(limited)} cannot be enforced with server.workers = {workers}: each "
                                 "worker counts limits on its own; set server.workers = 1 first")
     return limits
@@ -192,6 +199,7 @@ async def update(store: Store, config: Config, name_or_id: str, changes: dict[st
     current = {f: getattr(row, f) for f in KeyLimits.__struct_fields__}
     limits = _single_worker_limits(config, validate_limits(msgspec.convert({**current, **changes}, KeyLimits)))
     await store.update_key(row.id, limits)
+    await _announce(config, f"update:{row.id}")
     return msgspec.structs.replace(row, **msgspec.structs.asdict(limits))
 
 
@@ -201,7 +209,16 @@ async def revoke(store: Store, config: Config, name_or_id: str) -> tuple[KeyRow,
     if row.revoked_at is not None:
         return row, False
     await store.revoke_key(row.id)
+    await _announce(config, f"revoke:{row.id}")
     return row, True
+
+
+async def _announce(config: Config, message: str) -> None:
+    """With [state] backend = "redis", every gateway process hears of the change within moments."""
+    if config.state.backend == "redis" and config.state.redis_url:
+        from gateway.shared_state import announce  # the Redis client is loaded only when configured
+
+        await announce(config.state.redis_url, message)
 
 
 async def list_keys(store: Store, config: Config, now: float) -> list[KeyView]:

@@ -42,7 +42,7 @@ from gateway.catalog import load_builtin
 from gateway.config import CONFIG_ENV_VAR, SERVE_FLAGS_ENV_VAR, Config, ServeFlags, workers_refused
 from gateway.invocation import program
 from gateway.router import RouteTable, auto_pool
-from gateway.store import DB_FILENAME, Store
+from gateway.store import DB_FILENAME, StoreUnavailable, open_store, redact_url
 
 APP_TARGET = "gateway.app:serve_app"
 MAIN_PID_ENV_VAR = "GATEWAY_MAIN_PID"
@@ -73,7 +73,9 @@ def banner(config: Config, first_start: bool) -> list[str]:
     lines = [f"gateway {__version__} listening on http://{shown_host}:{port}"]
     config_text = str(config.path) if config.path else f"none (built-in defaults; `{program()} init` writes one)"
     lines.append(f"  config:   {config_text}")
-    lines.append(f"  database: {config.data_dir / DB_FILENAME}")
+    database = (redact_url(config.store.postgres_url or "") if config.store.backend == "postgres"
+                else config.data_dir / DB_FILENAME)
+    lines.append(f"  database: {database}")
     if config.providers:
         for name, provider in config.providers.items():
             origin = config.sources.get(name, "config file")
@@ -148,10 +150,13 @@ def check_port_free(host: str, port: int) -> None:
 async def _prepare_store(config: Config) -> bool:
     """Create the data dir and migrate before anything listens; True on a first start. With more than one
     worker, keys with limits in the database are refused like limits in the file (see workers_refused)."""
-    first = not (config.data_dir / DB_FILENAME).exists()
-    store = await Store.open(config.data_dir)
+    first = config.store.backend == "sqlite" and not (config.data_dir / DB_FILENAME).exists()
     try:
-        if config.server.workers > 1:
+        store = await open_store(config)
+    except StoreUnavailable as exc:
+        raise ServeRefused(f"error: {exc}") from None
+    try:
+        if config.server.workers > 1 and config.state.backend == "memory":
             for row in await store.list_keys():
                 limit = next((name for name in ("budget_usd", "rpm", "tpm") if getattr(row, name) is not None), None)
                 if row.revoked_at is None and limit is not None:

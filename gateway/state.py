@@ -15,6 +15,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
 
 from gateway import redaction
 from gateway.admin.auth import AdminAuth
@@ -27,9 +30,12 @@ from gateway.limits import period_start_day
 from gateway.logs import access
 from gateway.pipeline import Pipeline
 from gateway.router import RouteTable
-from gateway.store import Store
+from gateway.store import Store, open_store
 from gateway.upstream import Upstream
 from gateway.usage import UsageRecorder
+
+if TYPE_CHECKING:
+    from gateway.shared_state import RedisState
 
 log = logging.getLogger("gateway")
 
@@ -67,12 +73,13 @@ class GatewayState:
         self.store: Store | None = store
         self.upstream = upstream or Upstream()
         self.health = HealthBook(config.routing)
-        self.governor = Governor(config, clock=wall_clock)
+        self.shared = _open_shared(config, self._recorded_spend)
+        self.governor = Governor(config, clock=wall_clock, shared=self.shared)
         self.pipeline = Pipeline(self.upstream, self.health, governor=self.governor, clock=clock, sleep=sleep)
         self.keys = KeyRing()
         self.keys.set_config_keys(config_principals(config))
         self.usage = UsageRecorder(config.usage)
-        self.admin = AdminAuth()
+        self.admin = AdminAuth(shared=self.shared)
         self.last_reload = ReloadResult(at=time.time(), ok=True, message="loaded at start")
         self._reload_now = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -84,7 +91,7 @@ class GatewayState:
 
     async def start(self) -> None:
         if self.store is None:
-            self.store = await Store.open(self.config.data_dir)
+            self.store = await open_store(self.config)
         await self.keys.refresh(self.store, force=True)
         await self.admin.load(self.store, self.config)
         await self._load_spend()
@@ -92,6 +99,9 @@ class GatewayState:
         await self.upstream.start()
         self._tasks.append(asyncio.create_task(self._watch_keys(), name="gateway-keys"))
         self._tasks.append(asyncio.create_task(self._prune(), name="gateway-retention"))
+        if self.shared is not None:
+            self._tasks.append(asyncio.create_task(self.shared.watch(self._announced), name="gateway-announced"))
+            self._tasks.append(asyncio.create_task(self.shared.renew_holds(), name="gateway-holds"))
         if self.config.path is not None:
             self._listen_for_sighup()
             self._tasks.append(asyncio.create_task(self._watch_config(), name="gateway-config"))
@@ -106,6 +116,8 @@ class GatewayState:
                 await task
         self._tasks.clear()
         await self.upstream.close()
+        if self.shared is not None:
+            await self.shared.close()  # settlements still in flight land on Redis first
         await self.usage.stop()  # every queued usage record lands before the store closes
         access.flush()
         if self.store is not None:
@@ -134,6 +146,10 @@ class GatewayState:
             changed.append("data_dir")
         if changed:
             log.warning("config reloaded, but server.%s only take effect after a restart", ", server.".join(changed))
+        # The Redis connection (or its absence) is made once, at start; on_unavailable applies at once.
+        if msgspec.structs.replace(old.state, on_unavailable=config.state.on_unavailable) != config.state:
+            log.warning("config reloaded, but state.backend, state.redis_url and state.hold_ttl_s only take "
+                        "effect after a restart")
         self.health.reconfigure(config.routing)
         self.health.clear_provider_marks()
         self.governor.reconfigure(config)
@@ -204,6 +220,27 @@ class GatewayState:
         await self.keys.refresh(self.store, force=True)
         self._keys_changed()
 
+    async def _announced(self, announcement: str | None) -> None:
+        """Another process changed a key or saw a wrong admin token (or announcements may have been missed):
+        a revoked key is refused at once, then the ring is read again from the store; a failed login counts
+        in this process's throttle too."""
+        action, _, rest = (announcement or "").partition(":")
+        if action == "admin-failed":
+            self.admin.failed_elsewhere(rest)
+            return
+        if action == "revoke":
+            self.keys.revoked(rest)
+        try:
+            await self.reload_keys()
+        except Exception:  # the store may be down for a moment: the poll in _watch_keys tries again
+            log.exception("key ring reload after an announcement failed; keeping the keys in memory")
+
+    async def _recorded_spend(self, name: str, day: str) -> float:
+        """A budget's spend since ``day`` as the store recorded it: seeds a Redis budget that has none."""
+        assert self.store is not None
+        kind, _, ident = name.partition(":")
+        return (await self.store.spend_since(day, by="key_id" if kind == "key" else "project")).get(ident, 0.0)
+
     def _keys_changed(self) -> None:
         for principal in self.keys.principals:
             self.governor.configure_key(principal)
@@ -239,6 +276,14 @@ class GatewayState:
             except Exception:
                 log.exception("pruning request records failed")
             await asyncio.sleep(PRUNE_SECONDS)
+
+
+def _open_shared(config: Config, seed: Callable[[str, str], Awaitable[float]]) -> RedisState | None:
+    if config.state.backend != "redis" or config.state.redis_url is None:
+        return None
+    from gateway.shared_state import RedisState  # the Redis client is loaded only when configured
+
+    return RedisState(config.state.redis_url, hold_ttl_s=config.state.hold_ttl_s, seed=seed)
 
 
 def _mtime(path: Path) -> tuple[int, int] | None:

@@ -1,30 +1,34 @@
-"""The embedded SQLite store: every SQL statement of the gateway lives in this module.
+"""The store: every SQL statement of the gateway lives in this module, written once for both engines.
 
-WAL journal with ``synchronous=NORMAL``; one connection (aiosqlite runs it on its own thread) is the
-one writer of this process; numbered migrations are applied at open. The usage writer, the key-touch
-flush, key operations and admin sessions all share that connection, so every write on it holds
-``Store._lock``: a BEGIN of one coroutine never meets the open transaction of another, and a single
-statement never lands inside (or is rolled back with) someone else's transaction. The CLI and the
-server open the same file; ``busy_timeout`` lets them take turns. Request records are written in batches (one
-transaction, ``executemany``) together with the daily aggregates they add to, so pruning old request
-records never loses spend.
+``SqliteStore`` (the embedded default: one file in data_dir, no server) and ``PostgresStore``
+(gateway/store_postgres.py: shared by every worker and replica) implement one interface, ``Store``, and
+run the same numbered migrations; ``open_store`` picks one from ``[store]``, and nothing else knows which.
+Request records are written in batches (one transaction) together with the daily and hourly aggregates
+they add to, so pruning old request records never loses spend.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import aiosqlite
 import msgspec
 
+if TYPE_CHECKING:
+    from gateway.config import Config
+
 DB_FILENAME = "gateway.db"
 
-# Append only: each entry runs once, in order, and its index + 1 becomes the schema version.
+# Append only: each entry runs once, in order, and its index + 1 becomes the schema version. Both engines run
+# this list: write SQL they share, with SQLite's types (migration_statements maps them for PostgreSQL).
 MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE keys (
@@ -98,7 +102,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX usage_daily_project ON usage_daily (project, day);
     """,
     # The admin page: bodies kept when [logging] store_bodies is on; hourly aggregates (the requests
-    # per hour chart without scanning request rows), backfilled from the rows already there; the
+    # per hour chart without scanning request rows), backfilled from the rows already there (a
+    # PostgreSQL store has none yet: it runs every migration at its creation, before any row); the
     # install's admin secrets (generated token hash, session signing key) and its login sessions;
     # the requests list filtered by key, newest first (rowid order within a key); a covering index so
     # that aggregates over a range of days read the index alone, never the table.
@@ -113,7 +118,8 @@ MIGRATIONS: tuple[str, ...] = (
         cost_usd REAL NOT NULL
     );
     INSERT INTO usage_hourly (hour, requests, errors, tokens, cost_usd)
-        SELECT CAST(ts / 3600 AS INTEGER), COUNT(*), SUM(status >= 400), SUM(prompt_tokens + completion_tokens),
+        SELECT CAST(ts / 3600 AS INTEGER), COUNT(*), SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END),
+               SUM(prompt_tokens + completion_tokens),
                COALESCE(SUM(cost_total), 0)
         FROM requests GROUP BY 1;
     CREATE INDEX requests_key_id ON requests (key_id);
@@ -256,82 +262,89 @@ class DuplicateName(Exception):
     pass
 
 
-class Store:
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
-        self._conn = conn
-        self.path = path
-        self._lock = asyncio.Lock()
+class StoreNotEmpty(Exception):
+    pass
 
-    @classmethod
-    async def open(cls, data_dir: Path) -> Store:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path = data_dir / DB_FILENAME
-        conn = await aiosqlite.connect(path, isolation_level=None)
-        await conn.execute("PRAGMA busy_timeout = 5000")
-        await conn.execute("PRAGMA journal_mode = WAL")
-        await conn.execute("PRAGMA synchronous = NORMAL")
-        store = cls(conn, path)
-        await store._migrate()
-        return store
 
-    async def close(self) -> None:
-        async with self._lock:  # a transaction in flight ends before the connection does
-            await self._conn.close()
+class StoreUnavailable(Exception):
+    """The store cannot be opened: its server is out of reach, or its driver is missing (the message says
+    which and what to do, and never shows a password)."""
 
-    @contextlib.asynccontextmanager
-    async def _transaction(self, begin: str = "BEGIN") -> AsyncIterator[aiosqlite.Connection]:
-        """One transaction at a time on the shared connection; rolled back if its body fails."""
-        async with self._lock:
-            await self._conn.execute(begin)
-            try:
-                yield self._conn
-            except BaseException:
-                await self._conn.execute("ROLLBACK")
-                raise
-            await self._conn.execute("COMMIT")
 
-    async def _write(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Cursor:
-        """A single-statement write (autocommit), kept out of any other coroutine's transaction."""
-        async with self._lock:
-            return await self._conn.execute(sql, params)
+# Every table and its primary key, in the order ``gateway migrate-store`` copies them (it pages through each
+# in key order). Adding a table is two steps: append its CREATE TABLE to MIGRATIONS (both stores run the same
+# list) and add it here, so that it is migrated; its queries are methods of ``Store``, written once.
+TABLES: dict[str, tuple[str, ...]] = {
+    "keys": ("id",), "requests": ("id",), "usage_daily": ("day", "key_id", "project", "model"),
+    "usage_hourly": ("hour",), "admin_settings": ("name",), "admin_sessions": ("id_hash",),
+    "auth_refusals": ("hour", "route", "reason"),
+}
 
-    async def _migrate(self) -> None:
-        async with self._transaction("BEGIN IMMEDIATE"):
-            version = await self.schema_version()
-            for number, sql in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in _statements(sql):
-                    await self._conn.execute(statement)
-                await self._conn.execute(f"PRAGMA user_version = {number}")
 
-    async def schema_version(self) -> int:
-        return int(await self._scalar("PRAGMA user_version") or 0)
+class Transaction(Protocol):
+    """The statements a store runs inside one of its transactions."""
 
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    async def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Many rows into one table, by the engine's fastest bulk path."""
+
+
+class Store(abc.ABC):
+    """Every SQL statement of the gateway, written once in the SQL that SQLite and PostgreSQL both speak
+    (``?`` placeholders, ``ON CONFLICT``, ``CASE``); a subclass brings the connection, the placeholder
+    syntax and what differs between the engines (migrations' column types, the schema version, the change
+    counter). Sums are converted with ``int()``/``float()`` here: PostgreSQL returns a BIGINT sum as NUMERIC."""
+
+    # ---------------------------------------------------------------------------------- the engine seam
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def schema_version(self) -> int: ...
+
+    @abc.abstractmethod
     async def data_version(self) -> int:
-        """Changes whenever another connection (the CLI, another worker) commits to the file."""
-        return int(await self._scalar("PRAGMA data_version") or 0)
+        """Changes whenever someone else (the CLI, another worker or replica) changed the keys."""
+
+    @abc.abstractmethod
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> Sequence[Sequence[Any]]: ...
+
+    @abc.abstractmethod
+    async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """A single-statement write outside any transaction; the number of rows it changed."""
+
+    @abc.abstractmethod
+    def _transaction(self) -> contextlib.AbstractAsyncContextManager[Transaction]:
+        """One transaction, rolled back if its body fails."""
+
+    def unreachable(self, exc: BaseException) -> bool:
+        """Whether a failed statement failed because the store's server is out of reach (worth waiting
+        for), not because of the statement. An embedded file has no server."""
+        return False
 
     async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        async with self._conn.execute(sql, params) as cur:
-            row = await cur.fetchone()
-        return row[0] if row else None
+        rows = await self._fetch(sql, params)
+        return rows[0][0] if rows else None
 
     # ------------------------------------------------------------------------------------------ keys
 
     async def list_keys(self) -> list[KeyRow]:
-        async with self._conn.execute(f"SELECT {', '.join(_KEY_COLUMNS)} FROM keys ORDER BY created_at") as cur:
-            rows = await cur.fetchall()
+        rows = await self._fetch(f"SELECT {', '.join(_KEY_COLUMNS)} FROM keys ORDER BY created_at")
         return [_key_row(row) for row in rows]
 
     async def create_key(self, *, id: str, name: str, prefix: str, hash: str, limits: KeyLimits) -> KeyRow:
         row = KeyRow(id=id, name=name, prefix=prefix, hash=hash, created_at=time.time(), last_used_at=None,
                      revoked_at=None, **msgspec.structs.asdict(limits))
         values = [_column_value(getattr(row, c)) for c in _KEY_COLUMNS]
-        try:
-            await self._write(
-                f"INSERT INTO keys ({', '.join(_KEY_COLUMNS)}) VALUES ({', '.join('?' * len(_KEY_COLUMNS))})",
-                values)
-        except aiosqlite.IntegrityError as exc:
-            raise DuplicateName(name) from exc
+        inserted = await self._write(
+            f"INSERT INTO keys ({', '.join(_KEY_COLUMNS)}) VALUES ({', '.join('?' * len(_KEY_COLUMNS))}) "
+            "ON CONFLICT DO NOTHING", values)
+        if not inserted:
+            raise DuplicateName(name)
         return row
 
     async def update_key(self, key_id: str, limits: KeyLimits) -> None:
@@ -341,12 +354,11 @@ class Store:
                           [*(_column_value(v) for v in fields.values()), key_id])
 
     async def find_key(self, name_or_id: str) -> KeyRow | None:
-        async with self._conn.execute(
+        rows = await self._fetch(
             f"SELECT {', '.join(_KEY_COLUMNS)} FROM keys WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1",
             (name_or_id, name_or_id, name_or_id),
-        ) as cur:
-            row = await cur.fetchone()
-        return _key_row(row) if row else None
+        )
+        return _key_row(rows[0]) if rows else None
 
     async def revoke_key(self, key_id: str) -> None:
         await self._write("UPDATE keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (time.time(), key_id))
@@ -355,10 +367,10 @@ class Store:
         """Write-behind of the in-memory last-used times, in one transaction."""
         if not last_used:
             return
-        async with self._transaction() as conn:
-            await conn.executemany(
-                "UPDATE keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
-                [(ts, key_id) for key_id, ts in last_used.items()],
+        async with self._transaction() as tx:
+            await tx.executemany(
+                "UPDATE keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+                [(ts, key_id, ts) for key_id, ts in sorted(last_used.items())],
             )
 
     # ----------------------------------------------------------------------------------------- usage
@@ -367,72 +379,66 @@ class Store:
         """Add to the per-hour counts of requests refused for their key (hour, route, reason -> count)."""
         if not counts:
             return
-        async with self._transaction() as conn:
-            await conn.executemany(
+        async with self._transaction() as tx:
+            await tx.executemany(
                 """
                 INSERT INTO auth_refusals (hour, route, reason, count) VALUES (?, ?, ?, ?)
-                ON CONFLICT (hour, route, reason) DO UPDATE SET count = count + excluded.count
+                ON CONFLICT (hour, route, reason) DO UPDATE SET count = auth_refusals.count + excluded.count
                 """,
-                [(*bucket, count) for bucket, count in counts.items()],
+                [(*bucket, count) for bucket, count in sorted(counts.items())],
             )
 
     async def auth_refusals(self, since_hour: int) -> list[tuple[int, str, str, int]]:
         """(hour since the epoch, route, reason, count) from ``since_hour`` on, oldest first."""
-        async with self._conn.execute(
+        rows = await self._fetch(
             "SELECT hour, route, reason, count FROM auth_refusals WHERE hour >= ? ORDER BY hour, route, reason",
             (since_hour,),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [(int(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
 
     async def write_requests(self, records: Sequence[RequestRecord]) -> None:
-        """One transaction: the request rows and the daily aggregates they add to."""
+        """One transaction: the request rows and the daily and hourly aggregates they add to. The
+        aggregate rows go in sorted order, so that two replicas adding to the same rows lock them in the
+        same order and never deadlock."""
         if not records:
             return
-        columns = ", ".join(_REQUEST_COLUMNS)
-        marks = ", ".join("?" * len(_REQUEST_COLUMNS))
-        async with self._transaction() as conn:
-            await conn.executemany(
-                f"INSERT INTO requests ({columns}) VALUES ({marks})",
-                # Every column is a plain SQLite value already: msgspec's C-level astuple is enough.
-                [msgspec.structs.astuple(r) for r in records],
-            )
-            await conn.executemany(
+        async with self._transaction() as tx:
+            # Every column is a plain SQL value already: msgspec's C-level astuple is enough.
+            await tx.insert_rows("requests", _REQUEST_COLUMNS, [msgspec.structs.astuple(r) for r in records])
+            await tx.executemany(
                 """
                 INSERT INTO usage_daily (day, key_id, key_name, project, model, requests, errors, prompt_tokens,
                     completion_tokens, cached_tokens, reasoning_tokens, cost_usd, unpriced)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (day, key_id, project, model) DO UPDATE SET
                     key_name = excluded.key_name,
-                    requests = requests + excluded.requests,
-                    errors = errors + excluded.errors,
-                    prompt_tokens = prompt_tokens + excluded.prompt_tokens,
-                    completion_tokens = completion_tokens + excluded.completion_tokens,
-                    cached_tokens = cached_tokens + excluded.cached_tokens,
-                    reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
-                    cost_usd = cost_usd + excluded.cost_usd,
-                    unpriced = unpriced + excluded.unpriced
+                    requests = usage_daily.requests + excluded.requests,
+                    errors = usage_daily.errors + excluded.errors,
+                    prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens,
+                    completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens,
+                    cached_tokens = usage_daily.cached_tokens + excluded.cached_tokens,
+                    reasoning_tokens = usage_daily.reasoning_tokens + excluded.reasoning_tokens,
+                    cost_usd = usage_daily.cost_usd + excluded.cost_usd,
+                    unpriced = usage_daily.unpriced + excluded.unpriced
                 """,
                 _daily_rows(records),
             )
-            await conn.executemany(
+            await tx.executemany(
                 """
                 INSERT INTO usage_hourly (hour, requests, errors, tokens, cost_usd) VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT (hour) DO UPDATE SET
-                    requests = requests + excluded.requests,
-                    errors = errors + excluded.errors,
-                    tokens = tokens + excluded.tokens,
-                    cost_usd = cost_usd + excluded.cost_usd
+                    requests = usage_hourly.requests + excluded.requests,
+                    errors = usage_hourly.errors + excluded.errors,
+                    tokens = usage_hourly.tokens + excluded.tokens,
+                    cost_usd = usage_hourly.cost_usd + excluded.cost_usd
                 """,
                 _hourly_rows(records),
             )
 
     async def spend_since(self, day: str, *, by: Literal["key_id", "project"]) -> dict[str, float]:
         """USD spent from ``day`` (YYYY-MM-DD, UTC) on, per key id or per project."""
-        async with self._conn.execute(
-            f"SELECT {by}, SUM(cost_usd) FROM usage_daily WHERE day >= ? AND {by} != '' GROUP BY {by}", (day,)
-        ) as cur:
-            rows = await cur.fetchall()
+        rows = await self._fetch(
+            f"SELECT {by}, SUM(cost_usd) FROM usage_daily WHERE day >= ? AND {by} != '' GROUP BY {by}", (day,))
         return {str(name): float(total) for name, total in rows}
 
     async def aggregate(self, by: AggregateBy, *, since: str | None = None, until: str | None = None,
@@ -442,16 +448,11 @@ class Store:
         column = _GROUP_COLUMN[by]
         where, params = _filters(since=since, until=until, key_id=key_id, project=project, model=model)
         order = "g" if by == "day" else "cost DESC, g"
-        sql = f"""
-            SELECT {column} AS g, SUM(requests), SUM(errors), SUM(prompt_tokens), SUM(completion_tokens),
-                   SUM(cached_tokens), SUM(reasoning_tokens), SUM(cost_usd) AS cost, SUM(unpriced)
-            FROM usage_daily {where} GROUP BY g ORDER BY {order}
-        """
-        async with self._conn.execute(sql, params) as cur:
-            rows = await cur.fetchall()
-        return [Aggregate(group=str(r[0]), requests=r[1], errors=r[2], prompt_tokens=r[3], completion_tokens=r[4],
-                          cached_tokens=r[5], reasoning_tokens=r[6], cost_usd=round(float(r[7]), 10),
-                          unpriced=r[8]) for r in rows]
+        rows = await self._fetch(f"""
+            SELECT {column} AS g, {_SUMS} AS cost
+            FROM usage_daily {where} GROUP BY {column} ORDER BY {order}
+        """, params)
+        return [_aggregate(str(r[0]), r[1:], digits=10) for r in rows]
 
     async def aggregate_by_day(self, by: AggregateBy, *, since: str, until: str, key_id: str | None = None,
                                project: str | None = None, model: str | None = None) -> list[tuple[str, Aggregate]]:
@@ -459,50 +460,31 @@ class Store:
         can both be summed from."""
         column = _GROUP_COLUMN[by]
         where, params = _filters(since=since, until=until, key_id=key_id, project=project, model=model)
-        sql = f"""
-            SELECT day, {column}, SUM(requests), SUM(errors), SUM(prompt_tokens), SUM(completion_tokens),
-                   SUM(cached_tokens), SUM(reasoning_tokens), SUM(cost_usd), SUM(unpriced)
-            FROM usage_daily {where} GROUP BY day, {column}
-        """
-        async with self._conn.execute(sql, params) as cur:
-            rows = await cur.fetchall()
-        return [(str(r[0]), Aggregate(group=str(r[1]), requests=r[2], errors=r[3], prompt_tokens=r[4],
-                                      completion_tokens=r[5], cached_tokens=r[6], reasoning_tokens=r[7],
-                                      cost_usd=float(r[8]), unpriced=r[9])) for r in rows]
+        rows = await self._fetch(f"SELECT day, {column}, {_SUMS} FROM usage_daily {where} GROUP BY day, {column}",
+                                 params)
+        return [(str(r[0]), _aggregate(str(r[1]), r[2:])) for r in rows]
 
     async def key_model_totals(self, since: str) -> list[tuple[str, str, Aggregate]]:
         """(key name, model, totals) from ``since`` on: one pass that both a per-key and a per-model ranking
         can be summed from."""
-        async with self._conn.execute(
-            """
-            SELECT key_name, model, SUM(requests), SUM(errors), SUM(prompt_tokens), SUM(completion_tokens),
-                   SUM(cached_tokens), SUM(reasoning_tokens), SUM(cost_usd), SUM(unpriced)
-            FROM usage_daily WHERE day >= ? GROUP BY key_name, model
-            """,
-            (since,),
-        ) as cur:
-            rows = await cur.fetchall()
-        return [(str(r[0]), str(r[1]), Aggregate(group="", requests=r[2], errors=r[3], prompt_tokens=r[4],
-                                                 completion_tokens=r[5], cached_tokens=r[6], reasoning_tokens=r[7],
-                                                 cost_usd=float(r[8]), unpriced=r[9])) for r in rows]
+        rows = await self._fetch(
+            f"SELECT key_name, model, {_SUMS} FROM usage_daily WHERE day >= ? GROUP BY key_name, model", (since,))
+        return [(str(r[0]), str(r[1]), _aggregate("", r[2:])) for r in rows]
 
     async def hourly(self, since_hour: int) -> list[HourCount]:
-        async with self._conn.execute(
-            "SELECT hour, requests, errors FROM usage_hourly WHERE hour >= ? ORDER BY hour", (since_hour,)
-        ) as cur:
-            rows = await cur.fetchall()
-        return [HourCount(hour=r[0], requests=r[1], errors=r[2]) for r in rows]
+        rows = await self._fetch(
+            "SELECT hour, requests, errors FROM usage_hourly WHERE hour >= ? ORDER BY hour", (since_hour,))
+        return [HourCount(hour=int(r[0]), requests=int(r[1]), errors=int(r[2])) for r in rows]
 
     async def usage_dimensions(self, since: str, until: str) -> Dimensions:
         """The keys, models and projects the daily aggregates hold between two days, in one pass."""
-        async with self._conn.execute(
+        rows = await self._fetch(
             """
             SELECT key_id, MAX(key_name), model, project FROM usage_daily
             WHERE day >= ? AND day <= ? GROUP BY key_id, model, project
             """,
             (since, until),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         names = {str(r[0]): str(r[1]) for r in rows}
         return Dimensions(keys=sorted(names.items(), key=lambda item: (item[1], item[0])),
                           models=sorted({str(r[2]) for r in rows if r[2]}),
@@ -510,15 +492,14 @@ class Store:
 
     async def recent_latencies(self, since: float, limit: int) -> list[tuple[str, str, float]]:
         """(provider, model, latency ms) of the latest successful requests since ``since``, newest first."""
-        async with self._conn.execute(
+        rows = await self._fetch(
             """
             SELECT provider, model, latency_ms FROM requests
             WHERE ts >= ? AND status < 400 AND provider IS NOT NULL
             ORDER BY ts DESC LIMIT ?
             """,
             (since, limit),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [(str(r[0]), str(r[1]), float(r[2])) for r in rows]
 
     async def list_requests(self, *, before_id: int | None = None, key_id: str | None = None,
@@ -533,19 +514,15 @@ class Store:
             clauses.append("key_id = ?")
             params.append(key_id)
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        async with self._conn.execute(
+        rows = await self._fetch(
             f"SELECT {', '.join(REQUEST_LIST_COLUMNS)} FROM requests {where} ORDER BY id DESC LIMIT ?",
             [*params, limit],
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [dict(zip(REQUEST_LIST_COLUMNS, row, strict=True)) for row in rows]
 
     async def get_request(self, row_id: int) -> dict[str, Any] | None:
-        async with self._conn.execute(
-            f"SELECT {', '.join(_REQUEST_DETAIL_COLUMNS)} FROM requests WHERE id = ?", (row_id,)
-        ) as cur:
-            row = await cur.fetchone()
-        return dict(zip(_REQUEST_DETAIL_COLUMNS, row, strict=True)) if row else None
+        rows = await self._fetch(f"SELECT {', '.join(_REQUEST_DETAIL_COLUMNS)} FROM requests WHERE id = ?", (row_id,))
+        return dict(zip(_REQUEST_DETAIL_COLUMNS, rows[0], strict=True)) if rows else None
 
     # ----------------------------------------------------------------------------------------- admin
 
@@ -555,14 +532,14 @@ class Store:
 
     async def init_admin_setting(self, name: str, value: str) -> bool:
         """Store ``value`` unless the setting exists; True if this call stored it (workers race at start)."""
-        cur = await self._write("INSERT OR IGNORE INTO admin_settings (name, value) VALUES (?, ?)", (name, value))
-        return cur.rowcount == 1
+        return await self._write("INSERT INTO admin_settings (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                                 (name, value)) == 1
 
     async def create_admin_session(self, id_hash: str, now: float, expires_at: float) -> None:
-        async with self._transaction() as conn:
-            await conn.execute("DELETE FROM admin_sessions WHERE expires_at <= ?", (now,))
-            await conn.execute("INSERT INTO admin_sessions (id_hash, created_at, expires_at) VALUES (?, ?, ?)",
-                               (id_hash, now, expires_at))
+        async with self._transaction() as tx:
+            await tx.execute("DELETE FROM admin_sessions WHERE expires_at <= ?", (now,))
+            await tx.execute("INSERT INTO admin_sessions (id_hash, created_at, expires_at) VALUES (?, ?, ?)",
+                             (id_hash, now, expires_at))
 
     async def admin_session_live(self, id_hash: str, now: float) -> bool:
         return await self._scalar("SELECT 1 FROM admin_sessions WHERE id_hash = ? AND expires_at > ?",
@@ -580,11 +557,205 @@ class Store:
         await self._write("DELETE FROM auth_refusals WHERE hour < ?", (int(before // 3600),))
         deleted = 0
         while True:
-            cur = await self._write(
+            count = await self._write(
                 "DELETE FROM requests WHERE id IN (SELECT id FROM requests WHERE ts < ? LIMIT ?)", (before, batch))
-            deleted += cur.rowcount
-            if cur.rowcount < batch:
+            deleted += count
+            if count < batch:
                 return deleted
+
+    # ------------------------------------------------------------------------------------ migrate-store
+
+    async def table_rows(self, table: str, *, chunk: int = 500) -> AsyncIterator[tuple[tuple[str, ...], list[Any]]]:
+        """Every row of a table of TABLES, as (column names, rows) chunks in primary-key order (keyset
+        pages: each one is an index seek, however large the table). Small chunks: a request row may carry
+        up to 2 MiB of stored bodies."""
+        columns = await self.columns(table)
+        key = TABLES[table]
+        positions = [columns.index(name) for name in key]
+        select = f"SELECT {', '.join(columns)} FROM {table}"
+        order = f"ORDER BY {', '.join(key)} LIMIT ?"
+        after: tuple[Any, ...] | None = None
+        while True:
+            if after is None:
+                rows = await self._fetch(f"{select} {order}", (chunk,))
+            else:
+                rows = await self._fetch(f"{select} WHERE ({', '.join(key)}) > ({', '.join('?' * len(key))}) {order}",
+                                         (*after, chunk))
+            if not rows:
+                return
+            yield columns, [tuple(row) for row in rows]
+            after = tuple(rows[-1][i] for i in positions)
+
+    @abc.abstractmethod
+    async def columns(self, table: str) -> tuple[str, ...]:
+        """The columns of a table, in their order."""
+
+    async def count_rows(self, table: str) -> int:
+        return int(await self._scalar(f"SELECT COUNT(*) FROM {table}") or 0)
+
+    async def copy_from(self, source: Store) -> dict[str, int]:
+        """Copy every row of ``source`` into this store, which must hold none yet, in one transaction (all
+        rows or none); the number of rows copied per table."""
+        for table in TABLES:
+            if await self.count_rows(table):
+                raise StoreNotEmpty(f"the target store already has rows in {table!r}: migrate-store copies into "
+                                    "an empty database only, so that no row is copied twice")
+        copied = dict.fromkeys(TABLES, 0)
+        async with self._transaction() as tx:
+            for table in TABLES:
+                async for columns, rows in source.table_rows(table):
+                    await tx.insert_rows(table, columns, rows)
+                    copied[table] += len(rows)
+        await self.after_import()
+        return copied
+
+    @abc.abstractmethod
+    async def after_import(self) -> None:
+        """What an engine needs once rows came in with their ids (PostgreSQL: move the id sequence on)."""
+
+
+_SUMS = ("SUM(requests), SUM(errors), SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens), "
+         "SUM(reasoning_tokens), SUM(cost_usd), SUM(unpriced)")
+
+
+def _aggregate(group: str, sums: Sequence[Any], *, digits: int | None = None) -> Aggregate:
+    cost = float(sums[6])
+    return Aggregate(group=group, requests=int(sums[0]), errors=int(sums[1]), prompt_tokens=int(sums[2]),
+                     completion_tokens=int(sums[3]), cached_tokens=int(sums[4]), reasoning_tokens=int(sums[5]),
+                     cost_usd=round(cost, digits) if digits is not None else cost, unpriced=int(sums[7]))
+
+
+class _SqliteTransaction:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        cur = await self._conn.execute(sql, params)
+        return cur.rowcount
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        await self._conn.executemany(sql, rows)
+
+    async def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        await self._conn.executemany(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", rows)
+
+
+class SqliteStore(Store):
+    """WAL journal with ``synchronous=NORMAL``; one connection (aiosqlite runs it on its own thread) is the
+    one writer of this process; numbered migrations are applied at open. The usage writer, the key-touch
+    flush, key operations and admin sessions all share that connection, so every write on it holds
+    ``_lock``: a BEGIN of one coroutine never meets the open transaction of another, and a single statement
+    never lands inside (or is rolled back with) someone else's transaction. The CLI and the server open the
+    same file; ``busy_timeout`` lets them take turns."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, data_dir: Path) -> SqliteStore:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return await cls.open_file(data_dir / DB_FILENAME)
+
+    @classmethod
+    async def open_file(cls, path: Path) -> SqliteStore:
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        await conn.execute("PRAGMA busy_timeout = 5000")
+        await conn.execute("PRAGMA journal_mode = WAL")
+        await conn.execute("PRAGMA synchronous = NORMAL")
+        store = cls(conn, path)
+        await store._migrate()
+        return store
+
+    async def close(self) -> None:
+        async with self._lock:  # a transaction in flight ends before the connection does
+            await self._conn.close()
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, begin: str = "BEGIN") -> AsyncIterator[_SqliteTransaction]:
+        async with self._lock:
+            await self._conn.execute(begin)
+            try:
+                yield _SqliteTransaction(self._conn)
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            await self._conn.execute("COMMIT")
+
+    async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        async with self._lock:  # kept out of any other coroutine's transaction
+            cur = await self._conn.execute(sql, params)
+            return cur.rowcount
+
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> Sequence[Sequence[Any]]:
+        async with self._conn.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def _migrate(self) -> None:
+        async with self._transaction("BEGIN IMMEDIATE"):
+            version = await self.schema_version()
+            for number, sql in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in migration_statements(sql, "sqlite"):
+                    await self._conn.execute(statement)
+                await self._conn.execute(f"PRAGMA user_version = {number}")
+
+    async def schema_version(self) -> int:
+        return int(await self._scalar("PRAGMA user_version") or 0)
+
+    async def data_version(self) -> int:
+        """Changes whenever another connection (the CLI, another worker) commits to the file."""
+        return int(await self._scalar("PRAGMA data_version") or 0)
+
+    async def columns(self, table: str) -> tuple[str, ...]:
+        return tuple(str(row[1]) for row in await self._fetch(f"PRAGMA table_info({table})"))
+
+    async def after_import(self) -> None:
+        """Nothing: a new rowid is always past the largest id present."""
+
+
+async def open_store(config: Config) -> Store:
+    """The store the config names: the SQLite file in data_dir, or PostgreSQL (its driver imported only then)."""
+    if config.store.backend == "postgres":
+        return await open_postgres(config.store.postgres_url or "")  # config.py checked it is set
+    return await SqliteStore.open(config.data_dir)
+
+
+async def open_postgres(url: str) -> Store:
+    try:
+        from gateway.store_postgres import PostgresStore
+    except ImportError as exc:
+        raise StoreUnavailable(f'[store] backend = "postgres" needs its driver, asyncpg ({exc})\n'
+                               "  hint: pip install 'gateway[postgres]'") from exc
+    return await PostgresStore.open(url)
+
+
+def redact_url(url: str) -> str:
+    """postgres://user:secret@host/db -> postgres://user:***@host/db: the URL is safe to print."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
+
+
+def migration_statements(sql: str, engine: str) -> list[str]:
+    """A migration's statements in an engine's dialect: the one place the two differ in DDL. The migrations
+    are written for SQLite; PostgreSQL needs 64-bit integers where SQLite's INTEGER always is (token totals
+    of a busy day overflow 32 bits), DOUBLE PRECISION where SQLite's REAL is (PostgreSQL's REAL is 32-bit)
+    and an identity column where SQLite's INTEGER PRIMARY KEY is the rowid."""
+    statements = [part.strip() for part in sql.split(";") if part.strip()]
+    if engine == "sqlite":
+        return statements
+    return [_POSTGRES_TYPES.sub(lambda m: _POSTGRES_TYPE[m.group(0)], statement) for statement in statements]
+
+
+_POSTGRES_TYPE = {
+    "id INTEGER PRIMARY KEY": "id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+    "INTEGER": "BIGINT",
+    "REAL": "DOUBLE PRECISION",
+}
+_POSTGRES_TYPES = re.compile("|".join(rf"\b{re.escape(word)}\b" for word in _POSTGRES_TYPE))
 
 
 def _filters(**values: str | None) -> tuple[str, list[str]]:
@@ -620,7 +791,8 @@ def _daily_rows(records: Iterable[RequestRecord]) -> list[tuple[Any, ...]]:
             row[8] += 1 if r.status < 400 else 0
         else:
             row[7] += r.cost_total
-    return [(*key[:2], values[0], *key[2:], *values[1:]) for key, values in totals.items()]
+    # In key order: see write_requests.
+    return [(*key[:2], values[0], *key[2:], *values[1:]) for key, values in sorted(totals.items())]
 
 
 def _hourly_rows(records: Iterable[RequestRecord]) -> list[tuple[int, int, int, int, float]]:
@@ -631,7 +803,7 @@ def _hourly_rows(records: Iterable[RequestRecord]) -> list[tuple[int, int, int, 
         row[1] += 1 if r.status >= 400 else 0
         row[2] += r.prompt_tokens + r.completion_tokens
         row[3] += r.cost_total or 0.0
-    return [(hour, *values) for hour, values in totals.items()]
+    return [(hour, *values) for hour, values in sorted(totals.items())]
 
 
 def _column_value(value: Any) -> Any:
@@ -640,10 +812,6 @@ def _column_value(value: Any) -> Any:
     if isinstance(value, bool):
         return int(value)
     return value
-
-
-def _statements(sql: str) -> list[str]:
-    return [part.strip() for part in sql.split(";") if part.strip()]
 
 
 def _key_row(row: Iterable[Any]) -> KeyRow:

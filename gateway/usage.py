@@ -33,6 +33,7 @@ REFUSAL_ROUTES = ("/v1/chat/completions", "/v1/messages", "/v1/models", "/v1/usa
                   "/anthropic", "/gemini", "/native")
 _CREDENTIAL_HEADERS = (b"authorization", b"x-api-key", b"x-goog-api-key")
 WRITE_ATTEMPTS = 4
+RETRY_PAUSE_MAX = 2.0  # seconds between attempts at most: records flush within 2 s of the store's return
 
 
 class Cost(msgspec.Struct, frozen=True, kw_only=True):
@@ -124,8 +125,8 @@ class UsageRecorder:
             self._queue.put_nowait(record)
         except asyncio.QueueFull:
             self.dropped += 1
-            log.error("usage queue full (%d records): dropping the record of request %s; is the disk stuck?",
-                      self.cfg.queue_size, record.request_id)
+            log.error("usage queue full (%d records): dropping the record of request %s; is the store stuck or "
+                      "unreachable?", self.cfg.queue_size, record.request_id)
 
     def count_unauthenticated(self, path: str, headers: list[tuple[bytes, bytes]], query: bytes) -> None:
         """A request refused for a missing or wrong key (401): counted per hour, route and reason in memory
@@ -190,21 +191,28 @@ class UsageRecorder:
                 return
 
     async def _write(self, batch: list[RequestRecord]) -> None:
-        """Commit a batch, retrying a failed write (e.g. the file locked by another process past SQLite's
-        busy timeout) a few times before giving the batch up, loudly."""
+        """Commit a batch. A failed write (e.g. the file locked by another process past SQLite's busy
+        timeout) is retried a few times before the batch is given up, loudly; while the store's server is
+        unreachable (PostgreSQL restarting) it is retried until it comes back, and the records of new
+        requests wait in the queue meanwhile (up to usage.queue_size: beyond, they are dropped and
+        counted). Only a stop gives up waiting: the batch gets the same few attempts as any other."""
         started = time.perf_counter()
         assert self.store is not None
-        for attempt in range(WRITE_ATTEMPTS):
+        attempt = 0
+        while True:
             try:
                 await self.store.write_requests(batch)
                 break
-            except Exception:
-                if attempt == WRITE_ATTEMPTS - 1:
+            except Exception as exc:
+                attempt += 1
+                waiting = self.store.unreachable(exc) and not self._stopping.is_set()
+                if not waiting and attempt >= WRITE_ATTEMPTS:
                     self.dropped += len(batch)
                     log.exception("could not write %d usage records after %d attempts: they are lost",
-                                  len(batch), WRITE_ATTEMPTS)
+                                  len(batch), attempt)
                     return
-                log.warning("writing %d usage records failed; retrying", len(batch), exc_info=True)
-                await asyncio.sleep(0.2 * 2**attempt)
+                log.warning("writing %d usage records failed (%s); retrying", len(batch),
+                            "the store is unreachable" if waiting else f"attempt {attempt}", exc_info=True)
+                await asyncio.sleep(min(0.2 * 2 ** (attempt - 1), RETRY_PAUSE_MAX))
         self.written += len(batch)
         log.debug("wrote %d usage records in %.1f ms", len(batch), (time.perf_counter() - started) * 1000)

@@ -38,9 +38,9 @@ async def key_usage(store: Store, governor: Governor, principal: Principal) -> K
     now = time.time()
     period = principal.budget_period
     start = period_start_day(period, now)
-    budget = governor.budget_of(principal.key_id)
+    budget = await governor.key_budget(principal)
     if budget is not None:
-        spent, remaining, reserved = budget.spent, budget.remaining(now), budget.reserved
+        spent, remaining, reserved = budget
     else:
         spent = (await store.spend_since(start, by="key_id")).get(principal.key_id, 0.0)
         remaining, reserved = None, 0.0

@@ -15,7 +15,7 @@ from gateway.app import RequestContext, create_app
 from gateway.config import load_config_file
 from gateway.keys import create_key
 from gateway.state import GatewayState
-from gateway.store import KeyLimits, Store
+from gateway.store import KeyLimits, SqliteStore, Store
 from tests.fakes import FakeUpstream, Received, Reply, free_port, json_reply
 
 
@@ -87,7 +87,7 @@ targets = ["a/m", "b/m"]
 targets = ["dead/m", "a/m", "b/m"]
 {extra}
 """)
-    store = await Store.open(tmp_path / "data")
+    store = await SqliteStore.open(tmp_path / "data")
     secret, _ = await create_key(store, "t")
     sleeps: list[float] = []
 

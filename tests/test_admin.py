@@ -17,7 +17,7 @@ import pytest
 from gateway.admin.auth import SESSION_COOKIE
 from gateway.app import create_app
 from gateway.config import load_config_file
-from gateway.store import RequestRecord, Store
+from gateway.store import RequestRecord, SqliteStore
 from tests.fakes import FakeUpstream, fixture_bytes, json_reply, sse_reply
 from tests.inprocess import OK, Harness, by_provider, err, gateway_for
 
@@ -199,7 +199,7 @@ async def test_a_configured_token_replaces_the_generated_one(fake: FakeUpstream,
     async with gateway_for(fake, tmp_path / "first"):
         generated = re.search(r"^\s{4}(\S{40,})$", capfd.readouterr().err, re.M)
     assert generated
-    store = await Store.open(tmp_path / "first" / "data")
+    store = await SqliteStore.open(tmp_path / "first" / "data")
     config = tmp_path / "first" / "config.toml"
     config.write_text(config.read_text() + ADMIN)
     app = create_app(load_config_file(config), store=store)

@@ -16,7 +16,7 @@ from gateway.config import load_config_file
 from gateway.errors import BudgetExceeded, KeyExpired
 from gateway.governance import Governor, Principal
 from gateway.limits import Budget, TokenBucket, format_reset, period_end, period_start
-from gateway.store import RequestRecord, Store
+from gateway.store import RequestRecord, SqliteStore
 from gateway.usage import cost, with_cost
 from gateway.wire.openai import CompletionTokensDetails, PromptTokensDetails, Usage
 from tests.fakes import FakeUpstream, Reply, fixture_bytes, json_reply, sse_reply
@@ -349,7 +349,7 @@ async def test_config_declared_keys_work_with_their_limits(fake: FakeUpstream, t
 
 
 async def test_retention_prunes_records_but_keeps_aggregates(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path)
+    store = await SqliteStore.open(tmp_path)
     base = dict(request_id="r", key_id="k", key_name="k", project=None, mode="unified", stream=False,
                 requested_model="a/m", provider="a", model="m", attempts=1, status=200, error_type=None,
                 prompt_tokens=10, completion_tokens=5, cost_total=0.5)

@@ -126,7 +126,7 @@ async def test_reload_rebuilds_the_config_key_ring(fake: FakeUpstream, tmp_path:
     """[[keys]] edited in config.toml: a deleted entry answers 401 and a new one 200 after the reload."""
     from gateway.app import create_app
     from gateway.config import load_config_file
-    from gateway.store import Store
+    from gateway.store import SqliteStore
 
     def keys_text(*entries: tuple[str, str]) -> str:
         return config_text(fake, tmp_path / "data") + "".join(
@@ -134,7 +134,7 @@ async def test_reload_rebuilds_the_config_key_ring(fake: FakeUpstream, tmp_path:
 
     path = tmp_path / "config.toml"
     path.write_text(keys_text(("alpha", CONFIG_KEY_A)))
-    store = await Store.open(tmp_path / "data")
+    store = await SqliteStore.open(tmp_path / "data")
     app = create_app(load_config_file(path), store=store)
     await app.state.start()
     body = {"model": "a/m1", "messages": [{"role": "user", "content": "hi"}]}
@@ -164,12 +164,12 @@ async def test_reload_keeps_the_serve_commands_flags(fake: FakeUpstream, tmp_pat
     from gateway.admin.views import config_view
     from gateway.app import create_app
     from gateway.config import ServeFlags, load_config_file
-    from gateway.store import Store
+    from gateway.store import SqliteStore
 
     path = tmp_path / "config.toml"
     path.write_text(config_text(fake, tmp_path / "data"))
     flags = ServeFlags(port=9123)
-    store = await Store.open(tmp_path / "data")
+    store = await SqliteStore.open(tmp_path / "data")
     app = create_app(flags.apply(load_config_file(path)), store=store, flags=flags)
     await app.state.start()
     try:

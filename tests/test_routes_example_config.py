@@ -17,7 +17,7 @@ import pytest
 from gateway.admin.auth import SESSION_COOKIE
 from gateway.app import FAST_ROUTES, create_app
 from gateway.config import load_config_file
-from gateway.store import Store
+from gateway.store import SqliteStore
 from tests.fakes import FakeUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +51,7 @@ async def test_every_route_with_the_shipped_example_config(
         fake: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = load_config_file(example_config(fake, tmp_path, monkeypatch))
     assert config.routes and "auto" in config.routes  # the shape that broke /v1/models
-    store = await Store.open(config.data_dir)
+    store = await SqliteStore.open(config.data_dir)
     app = create_app(config, store=store)
     await app.state.start()
     _, cookie = await app.state.admin.open_session(store, config)
@@ -85,7 +85,7 @@ async def test_every_route_with_the_shipped_example_config(
 async def test_models_listing_puts_auto_first_then_groups_by_name(
         fake: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = load_config_file(example_config(fake, tmp_path, monkeypatch))
-    store = await Store.open(config.data_dir)
+    store = await SqliteStore.open(config.data_dir)
     app = create_app(config, store=store)
     await app.state.start()
     try:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from gateway.keys import create_key
-from gateway.store import RequestRecord, Store
+from gateway.store import RequestRecord, SqliteStore
 from tests.fakes import FakeUpstream
 from tests.inprocess import gateway_for
 
@@ -20,7 +20,7 @@ def _record(i: int, key_id: str) -> RequestRecord:
 
 
 async def test_key_touch_and_usage_writer_run_concurrently_without_losing_anything(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path)
+    store = await SqliteStore.open(tmp_path)
     try:
         _, row = await create_key(store, "k")
         rounds = 200
@@ -43,7 +43,7 @@ async def test_key_touch_and_usage_writer_run_concurrently_without_losing_anythi
 
 
 async def test_a_failed_transaction_rolls_back_and_frees_the_connection(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path)
+    store = await SqliteStore.open(tmp_path)
     try:
         _, row = await create_key(store, "k")
         bad = _record(0, row.id)

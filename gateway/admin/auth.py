@@ -19,9 +19,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway.config import Config
 from gateway.store import Store
+
+if TYPE_CHECKING:
+    from gateway.shared_state import RedisState
 
 log = logging.getLogger("gateway.admin")
 
@@ -50,8 +54,12 @@ class Session:
 
 
 class AdminAuth:
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, shared: RedisState | None = None) -> None:
         self.clock = clock
+        # With [state] backend = "redis", every wrong token is announced to the other processes, which count
+        # it in their books too: N workers or replicas do not give a guesser N times the tries.
+        self._shared = shared
+        self._origin = secrets.token_hex(4)  # this process: its own announcements are already counted
         self._generated_hash: str | None = None
         self._install_secret = ""
         self._failures: dict[str, deque[float]] = {}
@@ -148,13 +156,25 @@ class AdminAuth:
     def login_failed(self, address: str, what: str = "login") -> None:
         """A wrong token from ``address``: through the login form, or (``what="API token"``) as the bearer
         of an /admin/api call. Both count in one book, so neither way guesses faster than the other."""
+        count = self._count_failure(address)
+        if self._shared is not None:
+            self._shared.publish_soon(f"admin-failed:{self._origin}:{address}")
+        log.warning("admin %s failed from %s (%d failure(s) in the last %d s)", what, address, count,
+                    LOGIN_WINDOW_SECONDS)
+
+    def failed_elsewhere(self, announcement: str) -> None:
+        """``origin:address`` announced by a process that saw a wrong token ([state] backend = "redis")."""
+        origin, _, address = announcement.partition(":")
+        if origin != self._origin and address:
+            self._count_failure(address)
+
+    def _count_failure(self, address: str) -> int:
         now = self.clock()
         if len(self._failures) >= _TRACKED_ADDRESSES and address not in self._failures:
             self._failures = {a: f for a, f in self._failures.items() if f and f[-1] > now - LOGIN_WINDOW_SECONDS}
         failures = self._failures.setdefault(address, deque())
         failures.append(now)
-        log.warning("admin %s failed from %s (%d failure(s) in the last %d s)", what, address, len(failures),
-                    LOGIN_WINDOW_SECONDS)
+        return len(failures)
 
     def login_succeeded(self, address: str) -> None:
         self._failures.pop(address, None)

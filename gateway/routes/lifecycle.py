@@ -77,7 +77,7 @@ async def serve(dialect: Dialect, state: GatewayState, scope: Scope, receive: Re
             plan = state.pipeline.plan(parsed.call, runtime.table, principal.allows)
             needs = plan.needs
             stream = parsed.call.stream
-            meter = open_meter(
+            meter = await open_meter(
                 state.governor, state.usage, principal, project=project, tokens=needs.tokens,
                 worst_cost_usd=worst_cost(plan.deployments, needs.prompt_tokens, needs.max_tokens, needs.choices),
                 request_id=rid, mode=dialect.mode, stream=stream, requested_model=parsed.requested_model,

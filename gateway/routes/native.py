@@ -127,7 +127,7 @@ async def _proxy(request: Request[Any, Any, Any], name: str, provider: Provider 
         generation = _check_access(state, principal, provider, request.method, api_path(provider.kind, path))
         body = await request_body(request)
         asked = wanted(provider.kind, path, body, generation=generation)
-        meter, pricing = _admit(state, request, principal, provider, asked, rid)
+        meter, pricing = await _admit(state, request, principal, provider, asked, rid)
     except GatewayError as exc:
         record_refusal(state.governor, state.usage, principal, exc, request_id=rid, mode="native",
                        project=request.headers.get(PROJECT_HEADER), provider=provider.name if provider else None,
@@ -169,7 +169,7 @@ def _check_access(state: GatewayState, principal: Principal, provider: Provider,
     return access.generation(method, where)
 
 
-def _admit(state: GatewayState, request: Request[Any, Any, Any], principal: Principal, provider: Provider,
+async def _admit(state: GatewayState, request: Request[Any, Any, Any], principal: Principal, provider: Provider,
            asked: Wanted, rid: str) -> tuple[Meter, Pricing | None]:
     """The unified endpoint's admission (allow-list, RPM/TPM, budget reservation), and the model's price."""
     runtime = state.runtime
@@ -187,7 +187,7 @@ def _admit(state: GatewayState, request: Request[Any, Any, Any], principal: Prin
     else:
         _check_modelless(state, request, principal, project)
         model, worst, pricing = None, 0.0, None
-    meter = open_meter(state.governor, state.usage, principal, project=project, tokens=asked.tokens,
+    meter = await open_meter(state.governor, state.usage, principal, project=project, tokens=asked.tokens,
                        worst_cost_usd=worst, request_id=rid, mode="native", stream=False, requested_model=model,
                        catalog_version=state.catalog.version)
     return meter, pricing
