@@ -20,6 +20,7 @@ import time
 
 import msgspec
 
+from gateway import metrics
 from gateway.catalog import Pricing
 from gateway.config import UsageConfig
 from gateway.store import RequestRecord, Store
@@ -124,8 +125,13 @@ class UsageRecorder:
             self._queue.put_nowait(record)
         except asyncio.QueueFull:
             self.dropped += 1
+            metrics.records_dropped(1)
             log.error("usage queue full (%d records): dropping the record of request %s; is the disk stuck?",
                       self.cfg.queue_size, record.request_id)
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
 
     def count_unauthenticated(self, path: str, headers: list[tuple[bytes, bytes]], query: bytes) -> None:
         """A request refused for a missing or wrong key (401): counted per hour, route and reason in memory
@@ -201,10 +207,12 @@ class UsageRecorder:
             except Exception:
                 if attempt == WRITE_ATTEMPTS - 1:
                     self.dropped += len(batch)
+                    metrics.records_dropped(len(batch))
                     log.exception("could not write %d usage records after %d attempts: they are lost",
                                   len(batch), WRITE_ATTEMPTS)
                     return
                 log.warning("writing %d usage records failed; retrying", len(batch), exc_info=True)
                 await asyncio.sleep(0.2 * 2**attempt)
         self.written += len(batch)
+        metrics.batch_written(time.perf_counter() - started)
         log.debug("wrote %d usage records in %.1f ms", len(batch), (time.perf_counter() - started) * 1000)
