@@ -12,9 +12,11 @@ import math
 import os
 import shutil
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -426,6 +428,77 @@ rpm = 100000000
     run.check("shared_state", "req/s, 2 workers on Redis ÷ 1 on memory", ratio, "x", ">=", 1.6)
 
 
+class _OtlpSink:
+    """A local OTLP/HTTP endpoint that takes the tracing gateway's span batches and drops them."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def _compare(run: Run, base: tuple[str, Server], other: tuple[str, Server]) -> tuple[float, float]:
+    """``other``'s added p50 over ``base`` (interleaved, one in flight) and its throughput as a multiple of
+    ``base``'s (closed loop, each measured twice in mirrored order, A B B A, so a drifting load weighs on
+    both alike)."""
+    body = json.dumps({"model": OPENAI_MODEL, "messages": MESSAGES}).encode()
+    a, b = (Target.post(name, server.port, "/v1/chat/completions", body, server.auth) for name, server in (base, other))
+    rounds, per_round = (3, 150) if run.opts.quick else (5, 400)
+    results = asyncio.run(drivers.probe([a, b], rounds=rounds, per_round=per_round))
+    seconds = 2 if run.opts.quick else 5
+    rates: dict[str, float] = {a.name: 0.0, b.name: 0.0}
+    for target in (a, b, b, a):
+        rates[target.name] += drivers.closed_loop(target, connections=64, seconds=seconds, use_wrk=run.use_wrk).rps
+    return _ms(added(results[b.name], results[a.name], 50)), round(rates[b.name] / max(rates[a.name], 1e-9), 3)
+
+
+def observability(run: Run) -> None:
+    """Fresh gateways with metrics off and on (the default), then tracing on to a local OTLP receiver
+    against metrics on: added p50 and throughput ratio, each pair measured alone on the server CPU."""
+    run.mock_knobs()
+    sink = _OtlpSink()
+    variants = {"metrics-off": "[metrics]\nenabled = false\n", "metrics-on": ""}
+    if importlib.util.find_spec("opentelemetry.sdk") is not None:  # the otel extra
+        variants["tracing-on"] = f'[tracing]\nenabled = true\nendpoint = "{sink.url}"\n'
+    started: dict[str, Server] = {}
+
+    def start(name: str) -> tuple[str, Server]:
+        config, port = servers.write_gateway_config(run.workdir / f"observability-{name}", run.mock,
+                                                    extra=variants[name])
+        key = servers.create_key(run.opts.gateway_src, config)
+        started[name] = servers.start_gateway(run.opts.gateway_src, config, port, key, run.layout.server)
+        return name, started[name]
+
+    fig: dict[str, Any] = {}
+    try:
+        off, on = start("metrics-off"), start("metrics-on")
+        fig["metrics_added_p50_ms"], fig["metrics_throughput_x"] = _compare(run, off, on)
+        started.pop("metrics-off").proc.stop()
+        if "tracing-on" in variants:
+            fig["tracing_added_p50_ms"], fig["tracing_throughput_x"] = _compare(run, on, start("tracing-on"))
+    finally:
+        for server in started.values():
+            server.proc.stop()
+        sink.server.shutdown()
+    run.figures["observability"] = fig
+    run.check("observability", "metrics on: added p50 over off", fig["metrics_added_p50_ms"], "ms", "<=", 0.05)
+    run.check("observability", "metrics on: throughput x off", fig["metrics_throughput_x"], "x", ">=", 0.95)
+    if "tracing_added_p50_ms" in fig:
+        run.check("observability", "tracing on: added p50 over metrics on", fig["tracing_added_p50_ms"], "ms",
+                  ">=", 0, "informational")
+        run.check("observability", "tracing on: throughput x metrics on", fig["tracing_throughput_x"], "x", ">=", 0,
+                  "informational")
+
+
 def versus_litellm(run: Run) -> None:
     """The gateway's figures against LiteLLM's from the same run."""
     if run.litellm is None:
@@ -453,7 +526,7 @@ def versus_litellm(run: Run) -> None:
 # Run order: quiet measurements first, the long soak last; "whole_box" needs the full machine.
 SCENARIOS: dict[str, Callable[[Run], None]] = {
     "startup": startup, "latency": latency, "streaming": streaming, "fixed_rate": fixed_rate,
-    "throughput": throughput, "streams500": streams500, "usage": usage, "whole_box": whole_box,
-    "shared_state": shared_state, "soak": soak,
+    "throughput": throughput, "streams500": streams500, "usage": usage, "observability": observability,
+    "whole_box": whole_box, "shared_state": shared_state, "soak": soak,
 }
 QUICK_SKIPS = frozenset({"whole_box", "shared_state"})

@@ -14,9 +14,11 @@ from typing import Literal
 
 import msgspec
 
+from gateway import metrics
 from gateway.catalog import Pricing
 from gateway.errors import GatewayError
 from gateway.governance import Governor, Hold, Principal
+from gateway.logs import access
 from gateway.router import Deployment
 from gateway.store import RequestRecord
 from gateway.usage import UsageRecorder, cost, counts, worst_case_cost
@@ -108,6 +110,7 @@ class Meter:
             record.cost_cache_write = priced.cache_write
             record.cost_output = priced.output
             record.cost_total = priced.total
+        observe(record)
         self.recorder.record(record)
 
 
@@ -190,8 +193,16 @@ def record_refusal(governor: Governor, recorder: UsageRecorder, principal: Princ
     """A request refused before it went upstream still leaves a record (the admin counts its errors), and
     its answer still carries the key's rate-limit headers."""
     error.headers.update(governor.headers(principal, time.time()))
-    recorder.record(RequestRecord(
+    record = RequestRecord(
         ts=time.time(), request_id=request_id, key_id=principal.key_id, key_name=principal.name,
         project=principal.project or project, mode=mode, stream=False,
         requested_model=f"{provider}/{model}" if provider and model else None, provider=provider, model=model,
-        attempts=0, status=error.status_code, error_type=error.error_type))
+        attempts=0, status=error.status_code, error_type=error.error_type)
+    observe(record)
+    recorder.record(record)
+
+
+def observe(record: RequestRecord) -> None:
+    """Every request's one record, as it is queued: its metrics and trace attributes, its JSON access line."""
+    metrics.request_done(record)
+    access.note(record)

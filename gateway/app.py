@@ -18,6 +18,7 @@ import msgspec
 from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
 
+from gateway import tracing
 from gateway.admin import api as admin_api
 from gateway.admin import routes as admin
 from gateway.config import CONFIG_ENV_VAR, SERVE_FLAGS_ENV_VAR, Config, ServeFlags, load_config
@@ -31,7 +32,7 @@ from gateway.errors import (
 )
 from gateway.logs import access
 from gateway.native import Kind, error_body
-from gateway.routes import health, messages, native, openapi, unified
+from gateway.routes import health, messages, metrics, native, openapi, unified
 from gateway.routes.asgi import ASGIApp, Message, Receive, Scope, Send, respond, respond_error
 from gateway.routes.context import gateway_state
 from gateway.state import GatewayState
@@ -43,7 +44,8 @@ log = logging.getLogger("gateway")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 FastHandler = Callable[[GatewayState, Scope, Receive, Send, str], Awaitable[None]]
 # The hot path, served as plain ASGI; everything else goes to Litestar.
-FAST_ROUTES: dict[tuple[str, str], FastHandler] = {("POST", "/v1/chat/completions"): unified.chat_completions}
+FAST_ROUTES: dict[tuple[str, str], FastHandler] = {("POST", "/v1/chat/completions"): unified.chat_completions,
+                                                   ("GET", "/metrics"): metrics.scrape}
 FAST_PATHS = {path: method for method, path in FAST_ROUTES}
 
 
@@ -149,6 +151,9 @@ class RequestContext:
         rid_header = (b"x-gateway-request-id", rid.encode())
         body = BoundedBody(receive, self.state.config)
         receive = body
+        span = tracing.start_request(scope, rid) if tracing.tracer is not None else None
+        if access.json:
+            access.begin()
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -185,6 +190,8 @@ class RequestContext:
                     await respond(send_with_id, error.status_code,
                                   error_body(error_kind(scope["path"], self.state.config), error), error.headers)
         finally:
+            if span is not None:
+                tracing.end_request(span, status)
             access.log(scope["method"], scope["path"], status, (time.perf_counter() - started) * 1000, rid)
             if status == 401:  # refused for its key, on any route: counted, not recorded (see usage.py)
                 self.state.usage.count_unauthenticated(scope["path"], scope["headers"], scope["query_string"])
@@ -290,4 +297,6 @@ def serve_app() -> RequestContext:
     tolerate_closed_stderr()
     setup_logging()
     flags = msgspec.json.decode(os.environ.get(SERVE_FLAGS_ENV_VAR) or "{}", type=ServeFlags)
-    return create_app(flags.apply(load_config(os.environ.get(CONFIG_ENV_VAR) or None)), flags=flags)
+    config = flags.apply(load_config(os.environ.get(CONFIG_ENV_VAR) or None))
+    setup_logging(config.logging.format)  # again, now that the format is known (a config error logs as text)
+    return create_app(config, flags=flags)

@@ -177,6 +177,20 @@ class LoggingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Request and response bodies of non-streamed chat requests, kept with their usage record (off:
     # prompts are often private, and bodies make the database grow fast).
     store_bodies: bool = False
+    # "json": one JSON object a line (the access line carries the request's usage record fields).
+    format: Literal["text", "json"] = "text"
+
+
+class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = True
+    # Bearer token GET /metrics requires; without one, /metrics answers only when listening on loopback.
+    token: str | None = None
+
+
+class TracingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = False
+    # OTLP/HTTP traces URL (e.g. http://collector:4318/v1/traces); empty: the OTEL_EXPORTER_OTLP_* variables.
+    endpoint: str = ""
 
 
 class StateConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -215,6 +229,8 @@ class ConfigFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     state: StateConfig = msgspec.field(default_factory=StateConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    tracing: TracingConfig = msgspec.field(default_factory=TracingConfig)
 
 
 _NAMED_TABLES: dict[str, type[msgspec.Struct]] = {
@@ -257,6 +273,8 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     state: StateConfig = field(default_factory=StateConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
     sources: dict[str, str] = field(default_factory=dict)  # provider name -> env var that enabled it
 
 
@@ -770,7 +788,9 @@ def build(parsed: ConfigFile, file: str, *, base_dir: Path, path: Path | None) -
                   limits=parsed.limits, usage=parsed.usage,
                   # An empty token (e.g. "${GATEWAY_ADMIN_TOKEN:-}" with the variable unset) means none.
                   admin=AdminConfig(token=parsed.admin.token or None), logging=parsed.logging,
-                  state=parsed.state, store=parsed.store)
+                  state=parsed.state, store=parsed.store,
+                  metrics=MetricsConfig(enabled=parsed.metrics.enabled, token=parsed.metrics.token or None),
+                  tracing=parsed.tracing)
 
 
 def parse_expiry(value: str) -> float:
@@ -839,9 +859,20 @@ def _check_governance(file: str, parsed: ConfigFile) -> None:
     if usage.retention_days <= 0 or usage.queue_size < 1 or usage.batch_size < 1 or usage.flush_interval_ms <= 0:
         raise ConfigError(file, "usage", "retention_days, queue_size, batch_size and flush_interval_ms must be "
                           "positive", "see config.example.toml for the defaults")
-    if parsed.admin.token and len(parsed.admin.token) < 16:
-        raise ConfigError(file, "admin.token", "the admin token is too short (at least 16 characters)",
-                          "use a long random string, e.g. from: openssl rand -hex 24")
+    if parsed.tracing.enabled and not _installed("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"):
+        raise ConfigError(file, "tracing.enabled", "tracing needs the OpenTelemetry SDK and its OTLP/HTTP exporter",
+                          "install the gateway's otel extra: pip install 'gateway[otel]'")
+    for name, token in (("admin.token", parsed.admin.token), ("metrics.token", parsed.metrics.token)):
+        if token and len(token) < 16:
+            raise ConfigError(file, name, f"the {name.split('.')[0]} token is too short (at least 16 characters)",
+                              "use a long random string, e.g. from: openssl rand -hex 24")
+
+
+def _installed(*modules: str) -> bool:
+    try:
+        return all(importlib.util.find_spec(module) is not None for module in modules)
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def _check_routing(file: str, routing: RoutingConfig) -> None:

@@ -186,6 +186,11 @@ class Governor:
 
     # ------------------------------------------------------------------------------------- checking
 
+    def key_budget_remaining(self, key_id: str, now: float) -> float | None:
+        """What the key's budget has left (None: the key has no budget); for the metrics gauge."""
+        budget = self._key_budgets.get(key_id)
+        return budget.remaining(now) if budget is not None else None
+
     def project_for(self, principal: Principal, requested: str | None) -> str | None:
         if principal.project and requested and requested != principal.project:
             raise PermissionDenied(f"This key belongs to project '{principal.project}', not '{requested}'.",

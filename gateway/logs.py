@@ -7,18 +7,30 @@ a queue; a thread formats and writes the lines in batches, in the same format as
 Every line is made safe as it is formatted, whatever a caller put in it: credentials are cut out
 (``gateway.redaction``: an upstream error or a config error can quote a key), and control characters
 are escaped, so that a client's ``%0A`` in a path or a model name cannot forge a line of its own.
+
+With ``[logging] format = "json"`` every line is one JSON object (the encoder escapes control characters),
+and the access line of a request that left a usage record carries that record's fields: key, project,
+route, models, provider, attempts, tokens, cost, latency, time to first token. Never a prompt: records
+hold none on the way to the log.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import queue
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from gateway.redaction import redact
+
+if TYPE_CHECKING:
+    from gateway.store import RequestRecord
 
 LEVEL_ENV_VAR = "GATEWAY_LOG_LEVEL"
 BATCH_SECONDS = 0.05
@@ -58,10 +70,36 @@ class SafeFormatter(logging.Formatter):
         return line
 
 
-def setup_logging() -> None:
+_json = msgspec.json.Encoder()
+
+
+def _json_line(entry: dict[str, Any]) -> str:
+    # JSON may hold U+2028/U+2029 raw, but some log viewers break lines on them.
+    return _json.encode(entry).decode().replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def _iso(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at * 1000) % 1000:03d}Z"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message (credentials cut), and a traceback if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {"ts": _iso(record.created), "level": record.levelname, "logger": record.name,
+                                 "message": redact(record.getMessage())}
+        if record.exc_info:
+            entry["exception"] = redact(self.formatException(record.exc_info))
+        if record.stack_info:
+            entry["stack"] = redact(self.formatStack(record.stack_info))
+        return _json_line(entry)
+
+
+def setup_logging(fmt: str = "text") -> None:
     level = os.environ.get(LEVEL_ENV_VAR, "INFO").upper()
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(SafeFormatter(FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else SafeFormatter(FORMAT))
+    access.json = fmt == "json"
     root = logging.getLogger("gateway")
     root.handlers[:] = [handler]
     root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
@@ -69,14 +107,30 @@ def setup_logging() -> None:
     access.enabled = root.isEnabledFor(logging.INFO)
 
 
-Entry = tuple[float, str, str, int, float, str]
+Entry = tuple[float, str, str, int, float, str, "RequestRecord | None"]
+# The usage record of the request being served, for its JSON access line (JSON mode only). A one-item list
+# set when the request starts: a stream may settle in a task of its own, which sees a copy of the context
+# but the same list.
+_record: contextvars.ContextVar[list[RequestRecord | None] | None] = contextvars.ContextVar("gateway_record",
+                                                                                          default=None)
 
 
 class AccessLog:
     def __init__(self) -> None:
         self.enabled = True
+        self.json = False
         self._queue: queue.SimpleQueue[Entry] = queue.SimpleQueue()
         self._writer_pid = 0
+
+    def begin(self) -> None:
+        """A request starts (JSON mode): a place for its usage record."""
+        _record.set([None])
+
+    def note(self, record: RequestRecord) -> None:
+        """The request's usage record, for its access line."""
+        slot = _record.get()
+        if slot is not None:
+            slot[0] = record
 
     def log(self, method: str, path: str, status: int, duration_ms: float, request_id: str) -> None:
         if not self.enabled:
@@ -84,7 +138,9 @@ class AccessLog:
         if self._writer_pid != os.getpid():  # first line in this process (workers are forked)
             self._writer_pid = os.getpid()
             threading.Thread(target=self._write, name="gateway-access-log", daemon=True).start()
-        self._queue.put((time.time(), method, path, status, duration_ms, request_id))
+        slot = _record.get()
+        record = slot[0] if slot is not None else None
+        self._queue.put((time.time(), method, path, status, duration_ms, request_id, record))
 
     def flush(self, timeout: float = 1.0) -> None:
         """Wait until the lines queued so far are written (for a clean stop)."""
@@ -100,15 +156,34 @@ class AccessLog:
             time.sleep(BATCH_SECONDS)
             while not self._queue.empty() and len(entries) < 5000:
                 entries.append(self._queue.get_nowait())
-            sys.stderr.write("".join(_line(e) for e in entries))
+            sys.stderr.write("".join((_json_access if self.json else _line)(e) for e in entries))
             sys.stderr.flush()
 
 
 def _line(entry: Entry) -> str:
-    at, method, path, status, duration_ms, request_id = entry
+    at, method, path, status, duration_ms, request_id, _ = entry
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
     return (f"{stamp},{int(at * 1000) % 1000:03d} INFO gateway.access: {safe(method)} {safe(path)} {status} "
             f"{duration_ms:.1f}ms {safe(request_id)}\n")
+
+
+def _json_access(entry: Entry) -> str:
+    at, method, path, status, duration_ms, request_id, record = entry
+    line: dict[str, Any] = {"ts": _iso(at), "level": "INFO", "logger": "gateway.access", "method": redact(method),
+                            "path": redact(path), "status": status, "duration_ms": round(duration_ms, 3),
+                            "request_id": request_id}
+    if record is not None:
+        line.update({
+            "key_name": redact(record.key_name), "project": redact(record.project) if record.project else None,
+            "route": record.mode, "stream": record.stream,
+            "model_requested": redact(record.requested_model) if record.requested_model else None,
+            "model": redact(record.model) if record.model else None, "provider": record.provider,
+            "attempts": record.attempts, "outcome_status": record.status, "error_type": record.error_type,
+            "prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens,
+            "cached_tokens": record.cached_tokens, "reasoning_tokens": record.reasoning_tokens,
+            "cost_usd": record.cost_total, "latency_ms": record.latency_ms, "ttft_ms": record.ttft_ms,
+        })
+    return _json_line(line) + "\n"
 
 
 access = AccessLog()

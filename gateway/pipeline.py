@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 
+from gateway import metrics
 from gateway.accounting import Meter, encode_routing, estimate_answer_usage, estimate_usage
 from gateway.catalog import Pricing
 from gateway.config import RoutingConfig
@@ -200,6 +201,7 @@ class Pipeline:
             for try_number in range(cfg.retries + 1):
                 circuit = self.health.circuit(deployment.key)
                 circuit.acquire(self.clock())
+                metrics.tried(deployment, try_number, len(run.attempts))
                 started = self.clock()
                 try:
                     response = await self.upstream.send(request)
@@ -262,6 +264,7 @@ class Pipeline:
 
     def _attempt(self, deployment: Deployment, status: int | None, error_type: str | None, ok: bool,
                  latency_ms: float) -> Attempt:
+        metrics.attempt(deployment.provider, deployment.upstream, status, error_type, ok, latency_ms)
         return Attempt(provider=deployment.provider.name, model=deployment.upstream, status_code=status,
                        error_type=error_type, succeeded=ok, latency_ms=round(latency_ms, 2))
 

@@ -54,12 +54,14 @@ def header_is_secret(name: str, value: str) -> bool:
 
 def config_secrets(config: Config) -> list[str]:
     """Every credential a config holds: provider keys and secret-looking provider headers, the proxy keys
-    declared in it, the admin token."""
+    declared in it, the admin and metrics tokens."""
     found = [p.api_key for p in config.providers.values()]
     found += [v for p in config.providers.values() for n, v in p.headers.items() if header_is_secret(n, v)]
     found += [key.key for key in config.keys]
     if config.admin.token:
         found.append(config.admin.token)
+    if config.metrics.token:
+        found.append(config.metrics.token)
     return found
 
 

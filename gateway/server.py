@@ -25,9 +25,11 @@ import errno
 import importlib
 import io
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from typing import Any
@@ -45,6 +47,8 @@ from gateway.router import RouteTable, auto_pool
 from gateway.store import DB_FILENAME, StoreUnavailable, open_store, redact_url
 
 APP_TARGET = "gateway.app:serve_app"
+# prometheus_client's multiprocess directory (its own variable name; gateway.metrics reads it).
+METRICS_DIR_ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
 MAIN_PID_ENV_VAR = "GATEWAY_MAIN_PID"
 # granian hands a worker at most ``backpressure`` connections at once and stops accepting beyond that (its
 # default: backlog / workers = 1024). A connection sending its body slowly holds one of them until the body
@@ -198,13 +202,28 @@ def serve(config: Config, flags: ServeFlags) -> None:
     os.environ[SERVE_FLAGS_ENV_VAR] = msgspec.json.encode(flags).decode()
     os.environ[MAIN_PID_ENV_VAR] = str(os.getpid())
     print("\n".join(banner(config, first_start)), file=sys.stderr, flush=True)
+    # Before the app's modules are imported: prometheus_client picks its multiprocess storage at import.
+    metrics_dir = prepare_multiprocess(config.server.workers)
     importlib.import_module(APP_TARGET.partition(":")[0])  # inherited by the forked workers
-    GatewayServer(
-        APP_TARGET, address=config.server.host, port=config.server.port, interface=Interfaces.ASGI,
-        workers=config.server.workers, factory=True, log_level=LogLevels.warning, log_access=False,
-        http=HTTPModes.http1, websockets=False, runtime_mode=RuntimeModes.st,
-        backlog=LISTEN_BACKLOG, backpressure=CONNECTIONS_PER_WORKER,
-    ).serve()
+    try:
+        GatewayServer(
+            APP_TARGET, address=config.server.host, port=config.server.port, interface=Interfaces.ASGI,
+            workers=config.server.workers, factory=True, log_level=LogLevels.warning, log_access=False,
+            http=HTTPModes.http1, websockets=False, runtime_mode=RuntimeModes.st,
+            backlog=LISTEN_BACKLOG, backpressure=CONNECTIONS_PER_WORKER,
+        ).serve()
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def prepare_multiprocess(workers: int) -> str | None:
+    """With several workers, a fresh directory where each keeps its metric values, so that a scrape answered
+    by any worker counts every request once; a reused one would add a previous run's counts."""
+    if workers <= 1:
+        return None
+    os.environ[METRICS_DIR_ENV_VAR] = path = tempfile.mkdtemp(prefix="gateway-metrics-")
+    return path
 
 
 def die_with_parent() -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from gateway import redaction
+from gateway import metrics, redaction, tracing
 from gateway.admin.auth import AdminAuth
 from gateway.catalog import CatalogFile, load_builtin
 from gateway.config import Config, ConfigError, ServeFlags, load_config_file
@@ -69,6 +69,8 @@ class GatewayState:
         self.flags = flags or ServeFlags()
         redaction.install(config)  # its secrets are cut from every error and log line from now on
         self.runtime = Runtime(config=config, table=RouteTable(config, self.catalog))
+        metrics.configure(self.runtime.table)
+        tracing.configure(config.tracing)
         self._own_store = store is None
         self.store: Store | None = store
         self.upstream = upstream or Upstream()
@@ -102,6 +104,7 @@ class GatewayState:
         if self.shared is not None:
             self._tasks.append(asyncio.create_task(self.shared.watch(self._announced), name="gateway-announced"))
             self._tasks.append(asyncio.create_task(self.shared.renew_holds(), name="gateway-holds"))
+        self._tasks.append(asyncio.create_task(self._refresh_gauges(), name="gateway-metrics"))
         if self.config.path is not None:
             self._listen_for_sighup()
             self._tasks.append(asyncio.create_task(self._watch_config(), name="gateway-config"))
@@ -120,6 +123,8 @@ class GatewayState:
             await self.shared.close()  # settlements still in flight land on Redis first
         await self.usage.stop()  # every queued usage record lands before the store closes
         access.flush()
+        tracing.shutdown()
+        metrics.worker_stopped()
         if self.store is not None:
             await self.flush_behind()
             if self._own_store:
@@ -137,6 +142,7 @@ class GatewayState:
             table = RouteTable(config, self.catalog)
         except ConfigError as exc:
             log.error("config reload rejected, still serving the previous config: %s", exc)
+            metrics.reloaded(False)
             self.last_reload = ReloadResult(at=time.time(), ok=False, message=str(exc))
             return self.last_reload
         old = self.config
@@ -157,6 +163,8 @@ class GatewayState:
         self.keys.set_config_keys(config_principals(config))
         redaction.install(config)
         self.runtime = Runtime(config=config, table=table)
+        metrics.configure(table)
+        metrics.reloaded(True)
         self._keys_changed()
         log.info("config reloaded from %s (%d providers)", path, len(config.providers))
         self.last_reload = ReloadResult(at=time.time(), ok=True, message=f"reloaded from {path}")
@@ -262,6 +270,16 @@ class GatewayState:
         project_spend = {name: by_project.get(p.budget_period, {}).get(name, 0.0)
                          for name, p in self.config.projects.items()}
         self.governor.load_project_spend(project_spend)
+
+    def refresh_gauges(self) -> None:
+        metrics.refresh(self.health, self.governor, self.keys.principals, self.usage.queued)
+
+    async def _refresh_gauges(self) -> None:
+        """Each worker's gauges, kept current for a scrape another worker answers (multiprocess mode)."""
+        while True:
+            if self.config.metrics.enabled:
+                self.refresh_gauges()
+            await asyncio.sleep(metrics.REFRESH_SECONDS)
 
     async def _prune(self) -> None:
         """Request records older than usage.retention_days go; the daily aggregates stay."""

@@ -15,6 +15,7 @@ from typing import Protocol
 import aiohttp
 import msgspec
 
+from gateway import tracing
 from gateway.config import Provider
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from gateway.notes import Notes
@@ -165,6 +166,8 @@ class Upstream:
             raise RuntimeError("Upstream.start() was not awaited")
         provider = request.provider
         headers = {**provider.headers, **request.headers, **auth_headers(provider)}
+        if tracing.tracer is not None:
+            tracing.inject(headers)
         try:
             resp = await self._session.request(
                 request.method, request.url, data=request.body, headers=headers,

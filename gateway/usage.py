@@ -20,6 +20,7 @@ import time
 
 import msgspec
 
+from gateway import metrics
 from gateway.catalog import Pricing
 from gateway.config import UsageConfig
 from gateway.store import RequestRecord, Store
@@ -125,8 +126,13 @@ class UsageRecorder:
             self._queue.put_nowait(record)
         except asyncio.QueueFull:
             self.dropped += 1
+            metrics.records_dropped(1)
             log.error("usage queue full (%d records): dropping the record of request %s; is the store stuck or "
                       "unreachable?", self.cfg.queue_size, record.request_id)
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
 
     def count_unauthenticated(self, path: str, headers: list[tuple[bytes, bytes]], query: bytes) -> None:
         """A request refused for a missing or wrong key (401): counted per hour, route and reason in memory
@@ -208,6 +214,7 @@ class UsageRecorder:
                 waiting = self.store.unreachable(exc) and not self._stopping.is_set()
                 if not waiting and attempt >= WRITE_ATTEMPTS:
                     self.dropped += len(batch)
+                    metrics.records_dropped(len(batch))
                     log.exception("could not write %d usage records after %d attempts: they are lost",
                                   len(batch), attempt)
                     return
@@ -215,4 +222,5 @@ class UsageRecorder:
                             "the store is unreachable" if waiting else f"attempt {attempt}", exc_info=True)
                 await asyncio.sleep(min(0.2 * 2 ** (attempt - 1), RETRY_PAUSE_MAX))
         self.written += len(batch)
+        metrics.batch_written(time.perf_counter() - started)
         log.debug("wrote %d usage records in %.1f ms", len(batch), (time.perf_counter() - started) * 1000)

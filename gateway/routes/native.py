@@ -16,6 +16,7 @@ provider's base URL (``native.upstream_url``) and name an endpoint the key may r
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -23,6 +24,7 @@ from urllib.parse import quote
 from litestar import Request, Response, route
 from litestar.response import Stream
 
+from gateway import metrics
 from gateway.accounting import Meter, estimate_usage, open_meter, record_refusal, worst_cost
 from gateway.catalog import Pricing
 from gateway.config import Provider
@@ -135,12 +137,18 @@ async def _proxy(request: Request[Any, Any, Any], name: str, provider: Provider 
         raise
     outgoing = UpstreamRequest(provider=provider, method=request.method, url=url,
                                body=body or None, headers=request_headers(request.scope["headers"]))
+    started = time.perf_counter()
+    status: int | None = None
     try:
         response = await state.upstream.send(outgoing)
+        status = response.status
+        metrics.attempt(provider, asked.model, status, None, status < 400, (time.perf_counter() - started) * 1000)
         if response.status >= 400:
             return await _error_answer(response, provider, asked.model, meter,
                                        int(state.runtime.config.server.max_upstream_body_mb * 1024 * 1024))
     except GatewayError as exc:
+        if status is None:  # no answer at all (connect error, timeout): a failed attempt
+            metrics.attempt(provider, asked.model, None, exc.error_type, False, (time.perf_counter() - started) * 1000)
         meter.finish(status=exc.status_code, provider=provider.name, model=asked.model, pricing=None, usage=None,
                      attempts=1, error_type=exc.error_type)
         raise
