@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.door import header_value
+from gateway.door import MAX_HEADER_VALUE, header_value
 
 IGNORED_HEADER = "x-gateway-ignored-params"
 ADJUSTED_HEADER = "x-gateway-adjusted"
@@ -51,9 +51,9 @@ class Notes:
     def headers(self) -> dict[str, str]:
         out = {}
         if self.ignored:
-            out[IGNORED_HEADER] = header_value(", ".join(self.ignored))
+            out[IGNORED_HEADER] = _listed(self.ignored)
         if self.adjusted:
-            out[ADJUSTED_HEADER] = header_value(", ".join(f"{k}={v}" for k, v in self.adjusted.items()))
+            out[ADJUSTED_HEADER] = _listed([f"{k}={v}" for k, v in self.adjusted.items()])
         return out
 
     def metadata(self) -> dict[str, Any]:
@@ -63,3 +63,17 @@ class Notes:
         if self.adjusted:
             out["adjusted"] = dict(self.adjusted)
         return out
+
+
+def _listed(items: list[str]) -> str:
+    """``items`` as one header value within the header limit: whole items only, then how many more there
+    are (a client tool list can have dozens of rewritten schema keywords; the metadata lists them all)."""
+    kept: list[str] = []
+    size = 0
+    for n, item in enumerate(items):
+        more = f"+{len(items) - n} more"
+        if size + len(item) + 2 + len(more) + 2 > MAX_HEADER_VALUE:
+            return header_value(", ".join([*kept, more]))
+        kept.append(item)
+        size += len(item) + 2
+    return header_value(", ".join(kept))

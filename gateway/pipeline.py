@@ -328,7 +328,8 @@ class Pipeline:
         pricing = deployment.entry.pricing if deployment.entry else None
         ctx = ResponseContext(request_id=run.request_id, provider=deployment.provider.name,
                               public_model=deployment.key, include_usage=run.call.include_usage, metadata=meta,
-                              report_cost=True, pricing=pricing)
+                              report_cost=True, pricing=pricing,
+                              one_tool_call=run.call.request.parallel_tool_calls is False)
         result = ChatResult(deployment=deployment, headers=self._headers(run, deployment, succeeded=True, notes=notes),
                             metadata=meta)
         if run.call.stream:

@@ -62,7 +62,8 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True):
 
     def target(self) -> Target:
         return Target(provider=self.provider, model=self.upstream, public_model=self.key,
-                      max_output_tokens=self.entry.max_output_tokens if self.entry else None)
+                      max_output_tokens=self.entry.max_output_tokens if self.entry else None,
+                      reasoning=self.entry.capabilities.reasoning if self.entry else None)
 
 
 class Group(msgspec.Struct, frozen=True, kw_only=True):

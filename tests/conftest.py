@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,8 +120,15 @@ connect_timeout = 1
 @pytest.fixture(scope="session")
 def gateway(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     root = tmp_path_factory.mktemp("gateway")
+    with serve_gateway(root, gateway_config(fake, root / "data")) as running:
+        yield running
+
+
+@contextmanager
+def serve_gateway(root: Path, config_text: str) -> Iterator[RunningGateway]:
+    """`gateway serve` on a free port with this config (written to root), and one proxy key."""
     config = root / "config.toml"
-    config.write_text(gateway_config(fake, root / "data"))
+    config.write_text(config_text)
     created = run_cli("keys", "create", "--name", "tests", "--config", str(config))
     assert created.returncode == 0, created.stderr
     port = free_port()

@@ -452,7 +452,8 @@ def test_thinking_answer_carries_reasoning_and_its_signature() -> None:
     assert message["content"] == text["text"]
     assert message["reasoning"] == message["reasoning_content"] == thinking["thinking"]
     assert message["reasoning_details"] == [{"type": "reasoning.text", "text": thinking["thinking"],
-                                             "signature": thinking["signature"], "format": "anthropic-claude-v1"}]
+                                             "signature": thinking["signature"], "format": "anthropic-claude-v1",
+                                             "index": 0}]
     # output_tokens includes the thinking, whose share Anthropic did not report: left out, not guessed.
     assert body["usage"] == {"prompt_tokens": 42, "completion_tokens": 332, "total_tokens": 374,
                              "prompt_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0}}
@@ -468,7 +469,7 @@ def test_reported_thinking_tokens_and_redacted_thinking() -> None:
     assert message["content"] == "ok"
     assert "reasoning" not in message
     assert message["reasoning_details"] == [{"type": "reasoning.encrypted", "data": "EooCCpsB",
-                                             "format": "anthropic-claude-v1"}]
+                                             "format": "anthropic-claude-v1", "index": 0}]
     assert body["usage"]["completion_tokens_details"] == {"reasoning_tokens": 40}
     assert body["usage"]["reasoning_tokens"] == 40
 
@@ -580,7 +581,7 @@ def test_thinking_stream_carries_reasoning_deltas_and_the_signed_block() -> None
     assert "".join(d.get("content") or "" for d in ds) == text
     details = [x for d in ds for x in d.get("reasoning_details", [])]
     assert details == [{"type": "reasoning.text", "text": thinking, "signature": signature,
-                        "format": "anthropic-claude-v1"}]
+                        "format": "anthropic-claude-v1", "index": 0}]
     # The signed block is complete before the first answer text.
     first_text = next(i for i, d in enumerate(ds) if d.get("content"))
     assert next(i for i, d in enumerate(ds) if "reasoning_details" in d) < first_text
@@ -655,7 +656,8 @@ def test_redacted_thinking_streams_as_an_encrypted_reasoning_detail() -> None:
                               *_block(1, {"type": "text", "text": ""}, {"type": "text_delta", "text": "Hi"}),
                               _end("end_turn"), STOP))
     details = [x for d in deltas(chunks) for x in d.get("reasoning_details", [])]
-    assert details == [{"type": "reasoning.encrypted", "data": "EooCCpsB", "format": "anthropic-claude-v1"}]
+    assert details == [{"type": "reasoning.encrypted", "data": "EooCCpsB", "format": "anthropic-claude-v1",
+                        "index": 0}]
 
 
 @pytest.mark.fidelity("mid-stream-error", "anthropic", "stream")

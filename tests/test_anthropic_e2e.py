@@ -224,7 +224,8 @@ def test_reasoning_signature_round_trip(gateway: RunningGateway, fake: FakeUpstr
     extra = message.model_extra or {}
     assert extra["reasoning"] == extra["reasoning_content"] == thinking["thinking"]
     assert extra["reasoning_details"] == [{"type": "reasoning.text", "text": thinking["thinking"],
-                                           "signature": thinking["signature"], "format": "anthropic-claude-v1"}]
+                                           "signature": thinking["signature"], "format": "anthropic-claude-v1",
+                                           "index": 0}]
 
     messages += [message.model_dump(exclude_none=True),
                  {"role": "user", "content": second_request["messages"][2]["content"][0]["text"]}]

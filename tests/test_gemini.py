@@ -350,26 +350,50 @@ def test_tool_schemas_keep_what_gemini_enforces_and_translate_const() -> None:
     assert body["toolConfig"] == {"functionCallingConfig": {"mode": "VALIDATED"}}
 
 
-@pytest.mark.parametrize(("parameters", "param"), [
+P = "tools[0].function.parameters"
+
+
+@pytest.mark.parametrize(("parameters", "sent", "ignored", "adjusted"), [
     ({"type": "object", "properties": {"code": {"type": "string", "pattern": "^[A-Z]+$"}}},
-     "tools[0].function.parameters.properties.code.pattern"),
-    ({"type": "object", "allOf": [{"required": ["a"]}]}, "tools[0].function.parameters.allOf"),
-    ({"type": "object", "properties": {"x": {"anyOf": [{"type": "integer", "exclusiveMinimum": 0}]}}},
-     "tools[0].function.parameters.properties.x.anyOf[0].exclusiveMinimum"),
-    ({"type": "object", "properties": {"flag": {"const": True}}}, "tools[0].function.parameters.properties.flag.const"),
+     {"type": "object", "properties": {"code": {"type": "string", "description": '(pattern: "^[A-Z]+$")'}}},
+     [f"{P}.properties.code.pattern"], {}),
+    ({"type": "object", "allOf": [{"required": ["a"]}]},
+     {"type": "object", "description": '(allOf: [{"required":["a"]}])'}, [f"{P}.allOf"], {}),
+    # The nearest bound Gemini enforces, and the exact one in words.
+    ({"type": "object", "properties": {"x": {"anyOf": [{"type": "integer", "exclusiveMinimum": 0,
+                                                        "description": "How many."}]}}},
+     {"type": "object", "properties": {"x": {"anyOf": [{"type": "integer", "minimum": 0,
+                                                        "description": "How many. (greater than 0)"}]}}},
+     [], {f"{P}.properties.x.anyOf[0].exclusiveMinimum": "minimum 0"}),
+    ({"type": "object", "properties": {"n": {"type": "number", "maximum": 5, "exclusiveMaximum": 9}}},
+     {"type": "object", "properties": {"n": {"type": "number", "maximum": 5, "description": "(less than 9)"}}},
+     [], {f"{P}.properties.n.exclusiveMaximum": "maximum 5"}),
+    ({"type": "object", "properties": {"flag": {"const": True}}},
+     {"type": "object", "properties": {"flag": {"description": "(const: true)"}}}, [f"{P}.properties.flag.const"], {}),
+    ({"type": "object", "properties": {"s": {"const": "deleted"}}},
+     {"type": "object", "properties": {"s": {"enum": ["deleted"]}}}, [], {}),
+    ({"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+      "propertyNames": {"type": "string"}},
+     {"type": "object", "description": '(propertyNames: {"type":"string"})'},
+     [f"{P}.$schema", f"{P}.propertyNames"], {}),
 ])
-def test_tool_schema_constraints_gemini_cannot_enforce_are_refused(parameters: dict[str, Any], param: str) -> None:
-    with pytest.raises(UnsupportedParameter) as err:
-        build({"messages": PARIS, "tools": [{"type": "function", "function": {"name": "f", "parameters": parameters}}]})
-    assert err.value.param == param
-    assert err.value.status_code == 400
+def test_tool_schema_keywords_gemini_does_not_take_are_rewritten_and_reported(
+        parameters: dict[str, Any], sent: dict[str, Any], ignored: list[str], adjusted: dict[str, str]) -> None:
+    call = parse_chat(json.dumps({"model": "google/gemini-2.5-flash", "messages": PARIS,
+                                  "tools": [{"type": "function", "function": {"name": "f",
+                                                                             "parameters": parameters}}]}).encode())
+    request = gemini.build_request(call, target())
+    assert request.body is not None
+    assert json.loads(request.body)["tools"][0]["functionDeclarations"][0]["parametersJsonSchema"] == sent
+    notes = request.notes
+    assert (notes.ignored if notes else [], notes.adjusted if notes else {}) == (ignored, adjusted)
 
 
 @pytest.mark.parametrize(("extra", "param"), [
     ({"logprobs": True}, "logprobs"),
     ({"top_logprobs": 2}, "top_logprobs"),
     ({"logit_bias": {"50256": -100}}, "logit_bias"),
-    ({"parallel_tool_calls": False}, "parallel_tool_calls"),
+    ({"parallel_tool_calls": False}, "parallel_tool_calls"),  # with tool_choice auto: not satisfiable
     ({"store": True}, "store"),
     ({"metadata": {"a": "b"}}, "metadata"),
     ({"service_tier": "flex"}, "service_tier"),

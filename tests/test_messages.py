@@ -187,7 +187,7 @@ BASE: dict[str, Any] = {"model": "m", "max_tokens": 5, "messages": [{"role": "us
 
 @pytest.mark.parametrize(("change", "param", "kind"), [
     ({"speed": "fast"}, "speed", UnsupportedParameter),
-    ({"context_management": {}}, "context_management", UnsupportedParameter),
+    ({"inference_geo": "us"}, "inference_geo", UnsupportedParameter),  # where it runs is not a hint
     ({"messages": [{"role": "user", "content": [{"type": "text", "text": "a", "zz": 1}]}]},
      "messages[0].content[0].zz", UnsupportedParameter),
     ({"messages": [{"role": "user", "content": [{"type": "server_tool_use", "id": "s"}]}]},
@@ -202,7 +202,7 @@ BASE: dict[str, Any] = {"model": "m", "max_tokens": 5, "messages": [{"role": "us
      "messages[0].content[0].source.type", InvalidRequest),
     ({"tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}]}, "tools[0].type",
      UnsupportedParameter),
-    ({"tools": [{"name": "t", "input_schema": {}, "defer_loading": True}]}, "tools[0].defer_loading",
+    ({"tools": [{"name": "t", "input_schema": {}, "input_examples": [{}]}]}, "tools[0].input_examples",
      UnsupportedParameter),
     ({"tools": [{"name": "t"}]}, "tools[0].input_schema", InvalidRequest),
     ({"tool_choice": {"type": "tool"}}, "tool_choice.name", InvalidRequest),
@@ -296,8 +296,8 @@ def test_tool_arguments_that_are_not_an_object_are_a_502() -> None:
 def test_openai_parallel_tool_call_stream() -> None:
     out = relay(fixture_bytes("openai/openai-python-stream-parallel-tool-calls.sse"))
     assert [e["type"] for e in out[:3]] == ["message_start", "content_block_start", "content_block_delta"]
-    assert out[0]["message"]["usage"] == {"input_tokens": 7, "output_tokens": 0, "cache_creation_input_tokens": None,
-                                          "cache_read_input_tokens": None, "output_tokens_details": None}
+    assert out[0]["message"]["usage"] == {"input_tokens": 7, "output_tokens": 0, "cache_creation_input_tokens": 0,
+                                          "cache_read_input_tokens": 0, "output_tokens_details": None}
     starts = [e for e in out if e["type"] == "content_block_start"]
     assert [(e["index"], e["content_block"]["type"], e["content_block"]["name"]) for e in starts] == [
         (0, "tool_use", "GetWeatherArgs"), (1, "tool_use", "get_stock_price")]

@@ -137,10 +137,14 @@ def test_mixed_workload_is_counted_exactly(fake: FakeUpstream, tmp_path: Path) -
                             json={"model": "gpt-4o-mini", "messages": HELLO})
         assert native.status_code == 200, native.text
 
+        # The disconnected stream settles when the gateway notices, and the writer commits its batch after
+        # usage.flush_interval_ms: wait for both rather than race them.
         deadline = time.monotonic() + 10
-        while value(scrape(base), "gateway_requests_total") < 9 and time.monotonic() < deadline:
-            time.sleep(0.05)  # the disconnected stream settles when the gateway notices
         m = scrape(base)
+        while (value(m, "gateway_requests_total") < 9 or value(m, "gateway_usage_write_batch_seconds_count") < 1) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+            m = scrape(base)
 
     assert value(m, "gateway_requests_total") == 9
     assert value(m, "gateway_requests_total", route="native", provider="listed", model="gpt-4o-mini") == 1

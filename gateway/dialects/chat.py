@@ -6,6 +6,9 @@ only ``model`` rewritten: every other member, known or not, goes upstream as the
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from typing import Any
+
 import msgspec
 
 from gateway.door import check_chat_request, decode_raw_object
@@ -15,6 +18,7 @@ from gateway.wire import Problem
 from gateway.wire.openai import (
     CHAT_REQUEST_FIELDS,
     GATEWAY_FIELDS,
+    HINT_FIELDS,
     ChatRequest,
     RawObject,
     chat_request_decoder,
@@ -25,7 +29,7 @@ from gateway.wire.openai import (
 class ChatCall:
     """What the pipeline needs to know about one chat request."""
 
-    __slots__ = ("body", "notes", "raw", "request")
+    __slots__ = ("betas", "body", "hints", "names", "notes", "raw", "request")
 
     def __init__(self, body: bytes, raw: RawObject, request: ChatRequest) -> None:
         self.body = body
@@ -33,6 +37,16 @@ class ChatCall:
         self.request = request
         # What the client's dialect leaves out whatever the target (see gateway/notes.py).
         self.notes = Notes()
+        # Members of the client's dialect that only some targets understand and that cannot make a correct
+        # answer wrong, by the client's JSON path (``context_management``, ``tools[0].eager_input_streaming``):
+        # an adapter forwards those its provider takes and notes the rest as ignored.
+        self.hints: dict[str, Any] = {}
+        # The client's name for a member of this call where its dialect names it otherwise (Messages'
+        # ``max_tokens`` is ``max_completion_tokens`` here), so notes speak the client's language.
+        self.names: dict[str, str] = {}
+        # Anthropic betas the client declared (its ``anthropic-beta`` header, Messages dialect): an Anthropic
+        # target may use those its adapter knows.
+        self.betas: frozenset[str] = frozenset()
 
     @property
     def stream(self) -> bool:
@@ -43,14 +57,33 @@ class ChatCall:
         opts = self.request.stream_options
         return bool(opts and opts.include_usage)
 
-    def unknown_fields(self) -> list[str]:
-        """Top-level members this gateway does not model (forwarded as-is to OpenAI-compatible servers)."""
-        return [name for name in self.raw if name not in CHAT_REQUEST_FIELDS]
+    def client_path(self, path: str) -> str:
+        """``path`` (a member of this call) as the client named it: the longest renamed prefix is replaced."""
+        for prefix in sorted(self.names, key=len, reverse=True):
+            if path == prefix or path.startswith((prefix + ".", prefix + "[")):
+                return self.names[prefix] + path[len(prefix):]
+        return path
 
-    def body_with_model(self, model: str, **replace: object) -> bytes:
-        """The client's body with only ``model`` (and ``replace``) changed; every other member is
-        re-emitted byte for byte, and the gateway's own fields are left out."""
-        raw = {name: value for name, value in self.raw.items() if name not in GATEWAY_FIELDS}
+    def ignore_hints(self, notes: Notes, taken: Collection[str] = ()) -> None:
+        """Note every hint but those in ``taken`` as left out (for a translating adapter's
+        ``UpstreamRequest.notes``): the dialect's, and OpenAI's top-level ones (``hint_fields``)."""
+        for path in [*self.hint_fields(), *self.hints]:
+            if path not in taken:
+                notes.ignore(path)
+
+    def unknown_fields(self) -> list[str]:
+        """Top-level members this gateway does not model (forwarded as-is to OpenAI-compatible servers),
+        but for the hints a translating adapter leaves out (``hint_fields``)."""
+        return [name for name in self.raw if name not in CHAT_REQUEST_FIELDS and name not in HINT_FIELDS]
+
+    def hint_fields(self) -> list[str]:
+        """Top-level OpenAI hints sent (``HINT_FIELDS``): a translating adapter notes them as ignored."""
+        return [name for name in self.raw if name in HINT_FIELDS]
+
+    def body_with_model(self, model: str, omit: Collection[str] = (), **replace: object) -> bytes:
+        """The client's body with only ``model`` (and ``replace``, less ``omit``) changed; every other member
+        is re-emitted byte for byte, and the gateway's own fields are left out."""
+        raw = {name: value for name, value in self.raw.items() if name not in GATEWAY_FIELDS and name not in omit}
         raw["model"] = msgspec.Raw(encoder.encode(model))
         for name, value in replace.items():
             raw[name] = msgspec.Raw(encoder.encode(value))

@@ -20,6 +20,7 @@ from msgspec import UNSET, UnsetType
 from gateway.dialects.chat import ChatCall, validation_error
 from gateway.door import MESSAGES_RANGES, check_body, check_model_name, check_ranges
 from gateway.errors import GatewayError, InvalidRequest, UnsupportedParameter, UpstreamError
+from gateway.notes import Notes
 from gateway.providers.anthropic import (
     FINISH_REASONS,
     REASONING_FORMAT,
@@ -126,13 +127,17 @@ UserPartIn = TextIn | ImageIn | DocumentIn
 
 
 class MessageIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    role: Literal["user", "assistant"]
+    # "system": an instruction in the middle of the conversation (the mid-conversation-system beta, which
+    # Claude Code uses by default); text only.
+    role: Literal["user", "assistant", "system"]
     content: str | list[BlockIn]
 
 
 class ToolIn(ToolParam, forbid_unknown_fields=True):
     type: Literal["custom"] | UnsetType | None = UNSET
     cache_control: Cache = UNSET
+    # Hints (docs/messages.md), with eager_input_streaming (ToolParam's): load the definition on demand.
+    defer_loading: bool | UnsetType = UNSET
 
 
 class ToolChoiceIn(ToolChoice, forbid_unknown_fields=True):
@@ -172,6 +177,8 @@ class MessagesIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     metadata: MetadataIn | UnsetType = UNSET
     service_tier: Literal["auto", "standard_only"] | UnsetType = UNSET
     cache_control: Cache = UNSET
+    # A hint: what Anthropic may clear from a long context (e.g. old thinking blocks); see docs/messages.md.
+    context_management: dict[str, Any] | UnsetType | None = UNSET
 
 
 _request_decoder = msgspec.json.Decoder(MessagesIn)
@@ -325,9 +332,11 @@ def parse_request(body: bytes, *, count_only: bool = False) -> MessagesIn:
 
 def to_chat_call(req: MessagesIn) -> ChatCall:
     """The Messages request as the OpenAI chat call the pipeline runs."""
-    tools = _tools(req.tools)
+    tools, hints = _tools(req.tools)
     choice, parallel = _tool_choice(req.tool_choice)
     metadata = req.metadata
+    notes = Notes()
+    effort, effort_path = _reasoning_effort(req.thinking, req.output_config, notes)
     chat = ChatRequest(
         model=req.model,
         messages=_system(req.system) + _turns(req.messages),
@@ -339,7 +348,7 @@ def to_chat_call(req: MessagesIn) -> ChatCall:
         tools=tools or UNSET,
         tool_choice=choice,
         parallel_tool_calls=parallel,
-        reasoning_effort=_reasoning_effort(req.thinking, req.output_config),
+        reasoning_effort=effort,
         response_format=_response_format(req.output_config),
         service_tier=_SERVICE_TIERS_BACK[req.service_tier] if isinstance(req.service_tier, str) else UNSET,
     )
@@ -351,7 +360,37 @@ def to_chat_call(req: MessagesIn) -> ChatCall:
         # OpenAI's format has no top_k. It goes on as an extra member, so each target decides honestly: the
         # translating adapters refuse it by name, an OpenAI-compatible server takes it or answers its own 400.
         raw["top_k"] = msgspec.Raw(encoder.encode(req.top_k))
-    return ChatCall(encoder.encode(raw), raw, chat)
+    call = ChatCall(encoder.encode(raw), raw, chat)
+    for path in _cache_controls(req):
+        # No OpenAI-format member carries it, so no target gets it from here; caching is the provider's
+        # own (OpenAI and Gemini cache long prompts automatically).
+        notes.ignore(path)
+    call.notes = notes
+    if req.context_management:
+        hints["context_management"] = req.context_management
+    call.hints = hints
+    call.names = {"max_completion_tokens": "max_tokens", "reasoning_effort": effort_path,
+                  "parallel_tool_calls": "tool_choice.disable_parallel_tool_use", "stop": "stop_sequences",
+                  "user": "metadata.user_id", "response_format": "output_config.format"}
+    call.names.update({f"tools[{i}].function.parameters": f"tools[{i}].input_schema" for i in range(len(tools))})
+    return call
+
+
+def _cache_controls(req: MessagesIn) -> list[str]:
+    """The JSON path of every ``cache_control`` the client set."""
+    paths = ["cache_control"] if req.cache_control else []
+    if isinstance(req.system, list):
+        paths += [f"system[{i}].cache_control" for i, block in enumerate(req.system) if block.cache_control]
+    for i, message in enumerate(req.messages):
+        for j, block in enumerate(message.content if isinstance(message.content, list) else ()):
+            where = f"messages[{i}].content[{j}]"
+            if getattr(block, "cache_control", None):
+                paths.append(f"{where}.cache_control")
+            if isinstance(block, ToolResultIn) and isinstance(block.content, list):
+                paths += [f"{where}.content[{k}].cache_control" for k, part in enumerate(block.content)
+                          if part.cache_control]
+    paths += [f"tools[{i}].cache_control" for i, tool in enumerate(req.tools or ()) if tool.get("cache_control")]
+    return paths
 
 
 def _refuse(param: str, why: str) -> UnsupportedParameter:
@@ -372,9 +411,25 @@ def _turns(messages: list[MessageIn]) -> list[Message]:
         path = f"messages[{i}]"
         if message.role == "user":
             out += _user_turn(message.content, path)
+        elif message.role == "system":
+            # OpenAI's format takes a system message anywhere, so it stays where the client put it; the
+            # Anthropic adapter moves it to the top-level system (docs/messages.md).
+            out.append(_system_turn(message.content, path))
         else:
             out.append(_assistant_turn(message.content, path))
     return out
+
+
+def _system_turn(content: str | list[BlockIn], path: str) -> Message:
+    if isinstance(content, str):
+        return Message(role="system", content=content)
+    parts: list[ContentPart] = []
+    for j, block in enumerate(content):
+        if not isinstance(block, TextIn):
+            raise InvalidRequest(f"A system message holds text only, not a '{_tag(block)}' block.",
+                                 param=f"{path}.content[{j}].type", code="invalid_value")
+        parts.append(_text_part(block, f"{path}.content[{j}]"))
+    return Message(role="system", content=_content(parts))
 
 
 def _user_turn(content: str | list[BlockIn], path: str) -> list[Message]:
@@ -489,8 +544,10 @@ def _tag(block: msgspec.Struct) -> str:
     return str(block.__struct_config__.tag)
 
 
-def _tools(tools: list[dict[str, Any]] | UnsetType) -> list[Tool]:
+def _tools(tools: list[dict[str, Any]] | UnsetType) -> tuple[list[Tool], dict[str, Any]]:
+    """The client tools as OpenAI function tools, and their hints by JSON path."""
     out: list[Tool] = []
+    hints: dict[str, Any] = {}
     for i, raw in enumerate(tools or ()):
         kind = raw.get("type")
         if kind not in (None, "custom"):
@@ -504,7 +561,11 @@ def _tools(tools: list[dict[str, Any]] | UnsetType) -> list[Tool]:
         strict = tool.strict if isinstance(tool.strict, bool) else UNSET
         out.append(Tool(type="function", function=FunctionDef(name=tool.name, description=tool.description,
                                                               parameters=tool.input_schema, strict=strict)))
-    return out
+        for name in ("eager_input_streaming", "defer_loading"):
+            value = getattr(tool, name)
+            if isinstance(value, bool):
+                hints[f"tools[{i}].{name}"] = value
+    return out, hints
 
 
 # Anthropic tool_choice type -> OpenAI's: the inverse of the adapter's table.
@@ -546,29 +607,32 @@ def effort_for_budget(budget: int) -> str:
     return fitting[-1]
 
 
-def _reasoning_effort(thinking: ThinkingConfigIn | UnsetType, output: OutputConfigIn | UnsetType) -> str | UnsetType:
+def _reasoning_effort(thinking: ThinkingConfigIn | UnsetType, output: OutputConfigIn | UnsetType,
+                      notes: Notes) -> tuple[str | UnsetType, str]:
+    """(reasoning_effort, the client's member it came from)."""
     effort = output.effort if isinstance(output, OutputConfigIn) and isinstance(output.effort, str) else None
     if isinstance(thinking, UnsetType):
-        return effort or UNSET
+        return effort or UNSET, "output_config.effort"
     if thinking.display == "omitted":
         raise _refuse("thinking.display", "'omitted' cannot be honoured: other providers return their reasoning "
                                           "text or nothing, never a signature without it.")
     if thinking.type == "disabled":
         if effort:
-            raise _refuse("output_config.effort", "cannot be combined with thinking disabled: OpenAI's "
-                                                  "reasoning_effort, its counterpart, turns reasoning on.")
+            # Without thinking, Anthropic's effort only tunes how thoroughly the model writes; OpenAI's
+            # counterpart, reasoning_effort, would turn reasoning on. A hint, then: left out, reported.
+            notes.ignore("output_config.effort")
         # Not "none": plain models (gpt-4o...) refuse reasoning_effort outright. See docs/messages.md.
-        return UNSET
+        return UNSET, "thinking"
     if thinking.type == "adaptive":
         # The OpenAI format has no "the model decides"; medium is OpenAI's own default effort.
-        return effort or "medium"
+        return effort or "medium", "thinking, output_config.effort" if effort else "thinking"
     if isinstance(thinking.budget_tokens, UnsetType):
         raise InvalidRequest("Missing required parameter: 'thinking.budget_tokens'.", param="thinking.budget_tokens",
                              code="missing_required_parameter")
     if effort:
         raise _refuse("output_config.effort", "cannot be combined with thinking.budget_tokens: both set the "
                                               "reasoning effort; send one.")
-    return effort_for_budget(thinking.budget_tokens)
+    return effort_for_budget(thinking.budget_tokens), "thinking.budget_tokens"
 
 
 def _response_format(output: OutputConfigIn | UnsetType) -> ResponseFormat | UnsetType:
@@ -758,7 +822,8 @@ class MessagesStream:
 
     def start(self) -> bytes:
         message = MessageOut(id=self._id, model=self._model, content=[], stop_reason=None,
-                             usage=MessageUsage(input_tokens=self._estimate, output_tokens=0))
+                             usage=MessageUsage(input_tokens=self._estimate, output_tokens=0,
+                                                cache_creation_input_tokens=0, cache_read_input_tokens=0))
         return event(MessageStart(message=message))
 
     def feed(self, data: bytes) -> list[bytes]:

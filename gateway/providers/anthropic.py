@@ -26,7 +26,8 @@ from gateway.errors import (
     UpstreamUnreachable,
     upstream_error,
 )
-from gateway.providers.base import ResponseContext, Target
+from gateway.notes import Notes
+from gateway.providers.base import ResponseContext, Target, lowered_max_tokens, reasoning_unsupported
 from gateway.providers.common import ChunkWriter, completion, dumps, parse_arguments, parse_data_url
 from gateway.sse import SSEEvent
 from gateway.upstream import UpstreamRequest
@@ -61,6 +62,10 @@ IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/we
 
 _T = TypeVar("_T")
 _HEADERS = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
+# context_management is behind this beta (docs.anthropic.com, "Context editing").
+CONTEXT_MANAGEMENT_BETA = "context-management-2025-06-27"
+# System turns inside ``messages`` (Claude Code sends one by default and declares this beta).
+MID_CONVERSATION_SYSTEM_BETA = "mid-conversation-system-2026-04-07"
 
 # ------------------------------------------------------------------------------- wire types: request
 
@@ -117,7 +122,7 @@ RequestBlock = (
 
 
 class MessageParam(msgspec.Struct, kw_only=True):
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "system"]  # "system" only with MID_CONVERSATION_SYSTEM_BETA
     content: list[RequestBlock]
 
 
@@ -126,6 +131,7 @@ class ToolParam(msgspec.Struct, kw_only=True):
     description: str | UnsetType = UNSET
     input_schema: dict[str, Any]
     strict: bool | UnsetType = UNSET
+    eager_input_streaming: bool | UnsetType = UNSET
 
 
 class ToolChoice(msgspec.Struct, kw_only=True):
@@ -167,6 +173,7 @@ class MessagesRequest(msgspec.Struct, kw_only=True):
     output_config: OutputConfig | UnsetType = UNSET
     metadata: RequestMetadata | UnsetType = UNSET
     service_tier: Literal["auto", "standard_only"] | UnsetType = UNSET
+    context_management: dict[str, Any] | UnsetType = UNSET
 
 
 # ------------------------------------------------------------------------ wire types: response, stream
@@ -240,6 +247,9 @@ class ReasoningDetail(msgspec.Struct, kw_only=True, omit_defaults=True):
     signature: str | None = None
     data: str | None = None
     format: str | None = None
+    # The entry's position in the message's list. Streamed, it is what lets a client put the chunks' list
+    # back together (the openai SDK's stream helper refuses list deltas without it).
+    index: int | None = None
 
 
 _response_decoder = msgspec.json.Decoder(MessageResponse)
@@ -269,12 +279,15 @@ def _required(value: _T | UnsetType, param: str) -> _T:
 def build_request(call: ChatCall, target: Target) -> UpstreamRequest:
     req = call.request
     _refuse_unsupported(call)
-    system, messages = _convert_messages(req.messages)
-    budget = _thinking_budget(req.reasoning_effort)
+    notes = Notes()
+    system_turns = MID_CONVERSATION_SYSTEM_BETA in call.betas
+    system, messages = _convert_messages(req.messages, system_turns=system_turns)
+    budget = None if reasoning_unsupported(call, target, notes) else _thinking_budget(req.reasoning_effort)
     tools = _tools(req)
+    lowered = lowered_max_tokens(call, target, notes)
     body = MessagesRequest(
         model=target.model,
-        max_tokens=_max_tokens(req, budget, target.max_output_tokens),
+        max_tokens=lowered or _max_tokens(req, budget, target.max_output_tokens),
         messages=messages,
         system=system or UNSET,
         stop_sequences=_stop_sequences(req.stop),
@@ -288,8 +301,36 @@ def build_request(call: ChatCall, target: Target) -> UpstreamRequest:
         service_tier=_service_tier(req.service_tier),
     )
     _apply_response_format(req, body)
+    taken = _take_hints(call, body)
+    call.ignore_hints(notes, taken)
+    betas = [beta for beta, used in ((CONTEXT_MANAGEMENT_BETA, "context_management" in taken),
+                                     (MID_CONVERSATION_SYSTEM_BETA, any(m.role == "system" for m in messages)))
+             if used]
+    headers = {**_HEADERS, "anthropic-beta": ",".join(betas)} if betas else _HEADERS
     return UpstreamRequest(provider=target.provider, url=f"{target.provider.base_url}/v1/messages",
-                           body=_encoder.encode(body), headers=_HEADERS)
+                           body=_encoder.encode(body), headers=headers, notes=notes or None)
+
+
+def _take_hints(call: ChatCall, body: MessagesRequest) -> set[str]:
+    """The Messages hints this request can carry, set on ``body``; their paths."""
+    taken: set[str] = set()
+    for i, tool in enumerate(body.tools or ()):
+        value = call.hints.get(f"tools[{i}].eager_input_streaming")
+        if isinstance(value, bool):
+            tool.eager_input_streaming = value
+            taken.add(f"tools[{i}].eager_input_streaming")
+    management = call.hints.get("context_management")
+    if isinstance(management, dict) and (body.thinking or not _clears_thinking(management)):
+        body.context_management = management
+        taken.add("context_management")
+    return taken
+
+
+def _clears_thinking(management: dict[str, Any]) -> bool:
+    # A clear_thinking edit is a 400 when thinking is off; with no thinking sent there is nothing to clear.
+    edits = management.get("edits")
+    return isinstance(edits, list) and any(isinstance(e, dict) and str(e.get("type", "")).startswith("clear_thinking")
+                                           for e in edits)
 
 
 def _refuse_unsupported(call: ChatCall) -> None:
@@ -332,7 +373,7 @@ class _Turns:
     def __init__(self) -> None:
         self.turns: list[MessageParam] = []
 
-    def add(self, role: Literal["user", "assistant"], blocks: list[RequestBlock]) -> None:
+    def add(self, role: Literal["user", "assistant", "system"], blocks: list[RequestBlock]) -> None:
         if not blocks:
             return
         if self.turns and self.turns[-1].role == role:
@@ -341,7 +382,10 @@ class _Turns:
             self.turns.append(MessageParam(role=role, content=blocks))
 
 
-def _convert_messages(messages: list[Message]) -> tuple[list[TextBlock], list[MessageParam]]:
+def _convert_messages(messages: list[Message], *, system_turns: bool = False) -> tuple[list[TextBlock],
+                                                                                      list[MessageParam]]:
+    """The top-level system blocks and the turns. ``system_turns``: the client declared Anthropic's
+    mid-conversation system beta, so a system message after the first turn stays where it stands."""
     system: list[TextBlock] = []
     turns = _Turns()
     for i, message in enumerate(messages):
@@ -349,8 +393,11 @@ def _convert_messages(messages: list[Message]) -> tuple[list[TextBlock], list[Me
         if _given(message.name):
             _refuse(f"{path}.name", "Anthropic messages carry no participant name.")
         match message.role:
+            case "system" | "developer" if system_turns and turns.turns:
+                turns.add("system", list(_text_blocks(message.content, path)))
             case "system" | "developer":
-                # Anthropic takes instructions only at the top level; all of them go there, in order.
+                # Without the beta Anthropic takes instructions only at the top level; all of them go there,
+                # in order, after the top-level ones.
                 system.extend(_text_blocks(message.content, path))
             case "user":
                 turns.add("user", list(_user_blocks(message.content, path)))
@@ -650,15 +697,15 @@ def merge_usage(current: MessageUsage, update: MessageUsage) -> MessageUsage:
     return MessageUsage(**merged)
 
 
-def thinking_detail(text: str, signature: str) -> dict[str, Any]:
+def thinking_detail(text: str, signature: str, index: int | None = None) -> dict[str, Any]:
     entry: dict[str, Any] = msgspec.to_builtins(ReasoningDetail(
-        type="reasoning.text", text=text, signature=signature or None, format=REASONING_FORMAT))
+        type="reasoning.text", text=text, signature=signature or None, format=REASONING_FORMAT, index=index))
     return entry
 
 
-def redacted_detail(data: str) -> dict[str, Any]:
+def redacted_detail(data: str, index: int | None = None) -> dict[str, Any]:
     entry: dict[str, Any] = msgspec.to_builtins(ReasoningDetail(
-        type="reasoning.encrypted", data=data, format=REASONING_FORMAT))
+        type="reasoning.encrypted", data=data, format=REASONING_FORMAT, index=index))
     return entry
 
 
@@ -686,9 +733,9 @@ def parse_response(body: bytes, ctx: ResponseContext) -> tuple[bytes, Usage | No
                     id=block.id, function=ResponseFunctionCall(name=block.name, arguments=dumps(block.input))))
             case "thinking":
                 thoughts.append(block.thinking)
-                details.append(thinking_detail(block.thinking, block.signature))
+                details.append(thinking_detail(block.thinking, block.signature, len(details)))
             case "redacted_thinking":
-                details.append(redacted_detail(block.data))
+                details.append(redacted_detail(block.data, len(details)))
     message = ResponseMessage(content="".join(texts) if texts else None)
     if tool_calls:
         message.tool_calls = tool_calls
@@ -739,11 +786,12 @@ class _OpenBlock:
 class AnthropicStreamTranslator:
     """Messages stream events in, OpenAI chunks out: a state machine over the event types."""
 
-    __slots__ = ("_blocks", "_done", "_json_answer", "_provider", "_stop_reason", "_thought", "_tools",
+    __slots__ = ("_blocks", "_details", "_done", "_json_answer", "_provider", "_stop_reason", "_thought", "_tools",
                  "_upstream_usage", "usage", "writer")
 
     def __init__(self, ctx: ResponseContext) -> None:
         self.writer = ChunkWriter(ctx)
+        self._details = 0  # reasoning_details entries sent: the next one's index
         self.usage: Usage | None = None
         self._provider = ctx.provider
         self._upstream_usage = MessageUsage()
@@ -853,11 +901,13 @@ class AnthropicStreamTranslator:
         # The whole entry, text and signature, once the block is complete: concatenating every chunk's
         # reasoning_details gives exactly the non-stream message's list, ready to be sent back.
         if block.kind == "thinking":
-            detail = thinking_detail("".join(block.thinking), block.signature)
-            return [self.writer.delta(Delta(reasoning_details=[detail]))]
-        if block.kind == "redacted":
-            return [self.writer.delta(Delta(reasoning_details=[redacted_detail(block.data)]))]
-        return []
+            detail = thinking_detail("".join(block.thinking), block.signature, self._details)
+        elif block.kind == "redacted":
+            detail = redacted_detail(block.data, self._details)
+        else:
+            return []
+        self._details += 1
+        return [self.writer.delta(Delta(reasoning_details=[detail]))]
 
     def _text(self, text: str) -> list[bytes]:
         return [self.writer.delta(Delta(content=text))] if text else []

@@ -14,10 +14,11 @@ from typing import Any, Protocol
 
 import msgspec
 
-from gateway.catalog import Pricing
+from gateway.catalog import Pricing, ReasoningLevel
 from gateway.config import Provider
 from gateway.dialects.chat import ChatCall
 from gateway.errors import GatewayError
+from gateway.notes import Notes
 from gateway.sse import SSEEvent
 from gateway.upstream import UpstreamRequest
 from gateway.wire.openai import Usage
@@ -28,6 +29,31 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
     model: str  # the name sent upstream
     public_model: str  # the name the client sees in responses: provider/model
     max_output_tokens: int | None = None  # from the catalog, when known
+    reasoning: ReasoningLevel | None = None  # the catalog's highest reasoning effort; None: unknown
+
+
+def lowered_max_tokens(call: ChatCall, target: Target, notes: Notes) -> int | None:
+    """The client's output limit lowered to the catalog's maximum for this model, noted as adjusted; None
+    when it fits or was not sent. The catalog's figure is the model's hard limit: a larger value is a 400
+    upstream, and a smaller answer than asked for is what every client already handles at max_tokens."""
+    req = call.request
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = getattr(req, name)
+        if isinstance(value, int) and target.max_output_tokens is not None and value > target.max_output_tokens:
+            notes.adjust(call.client_path(name), target.max_output_tokens)
+            return target.max_output_tokens
+    return None
+
+
+def reasoning_unsupported(call: ChatCall, target: Target, notes: Notes) -> bool:
+    """Reasoning asked of a model the catalog says has none: not sent, noted as ignored (a model without
+    reasoning answers the same question, only without thinking first)."""
+    effort = call.request.reasoning_effort
+    if isinstance(effort, str) and effort != "none" and target.reasoning == "none":
+        for path in call.client_path("reasoning_effort").split(", "):  # a dialect may name two members
+            notes.ignore(path)
+        return True
+    return False
 
 
 class ResponseContext(msgspec.Struct, kw_only=True):
@@ -35,6 +61,8 @@ class ResponseContext(msgspec.Struct, kw_only=True):
     provider: str  # the configured provider's name, for error messages
     public_model: str
     include_usage: bool = False
+    # The client set parallel_tool_calls false: an adapter whose provider has no such switch keeps one call.
+    one_tool_call: bool = False
     created: int = msgspec.field(default_factory=lambda: int(time.time()))
     metadata: dict[str, Any] | None = None  # routing metadata, set by the pipeline once the target answered
     # Set by the pipeline: add the cost_usd_* fields to every usage object (null when pricing is None).

@@ -17,7 +17,8 @@ from msgspec import UNSET, UnsetType
 
 from gateway.dialects.chat import ChatCall
 from gateway.errors import GatewayError, InvalidRequest, UnsupportedParameter, UpstreamError, upstream_error
-from gateway.providers.base import ResponseContext, Target
+from gateway.notes import Notes
+from gateway.providers.base import ResponseContext, Target, lowered_max_tokens, reasoning_unsupported
 from gateway.providers.common import ChunkWriter, completion_of, dumps, parse_arguments, parse_data_url
 from gateway.sse import SSEEvent
 from gateway.upstream import UpstreamRequest
@@ -30,6 +31,7 @@ from gateway.wire.openai import (
     DeltaFunction,
     DeltaToolCall,
     Message,
+    NamedToolChoice,
     PromptTokensDetails,
     ResponseFunctionCall,
     ResponseMessage,
@@ -182,17 +184,25 @@ _JSON = {"content-type": "application/json"}
 def build_request(call: ChatCall, target: Target) -> UpstreamRequest:
     req = call.request
     _refuse_unsupported(call)
+    notes = Notes()
+    call.ignore_hints(notes)  # Gemini takes none of them
     system, contents = _contents(req.messages)
     body = GenerateContentRequest(contents=contents)
     if system:
         body.system_instruction = Content(parts=system)
-    tools = _tools(req)
+    tools = _tools(call, notes)
     if tools:
         body.tools = [Tool(function_declarations=tools)]
     tool_config = _tool_config(req, tools)
     if tool_config is not None:
         body.tool_config = ToolConfig(function_calling_config=tool_config)
-    config = _generation_config(req, target.model)
+    if _is_set(req.user):
+        notes.ignore(call.client_path("user"))  # Gemini has no end-user id; OpenAI's serves abuse monitoring
+    if req.parallel_tool_calls is False:
+        # Gemini has no switch, but the one forced function (checked above) makes one call the answer;
+        # should Gemini still call it twice, the translator keeps the first (ResponseContext.one_tool_call).
+        notes.adjust(call.client_path("parallel_tool_calls"), "first call only")
+    config = _generation_config(call, target, notes)
     if config != GenerationConfig():
         body.generation_config = config
     method = "streamGenerateContent?alt=sse" if call.stream else "generateContent"
@@ -201,6 +211,7 @@ def build_request(call: ChatCall, target: Target) -> UpstreamRequest:
         url=f"{target.provider.base_url}/v1beta/models/{target.model}:{method}",
         body=_encoder.encode(body),
         headers=_JSON,
+        notes=notes or None,
     )
 
 
@@ -224,9 +235,11 @@ def _refuse_unsupported(call: ChatCall) -> None:
         raise _unsupported("top_logprobs", "is not supported by Gemini models through this gateway.")
     if req.logit_bias:
         raise _unsupported("logit_bias", "has no Gemini equivalent.")
-    if req.parallel_tool_calls is False:
-        raise _unsupported("parallel_tool_calls", "cannot be false: Gemini has no switch to forbid "
-                                                  "parallel function calls.")
+    if req.parallel_tool_calls is False and not _one_function_forced(req):
+        raise _unsupported("parallel_tool_calls", "cannot be false here: Gemini has no switch to forbid "
+                                                  "parallel function calls. It can be honoured when "
+                                                  "'tool_choice' forces one function (named, or 'required' "
+                                                  "with a single tool).")
     if req.store:
         raise _unsupported("store", "cannot be true: Gemini does not store completions.")
     if req.metadata:
@@ -234,6 +247,11 @@ def _refuse_unsupported(call: ChatCall) -> None:
                                        "not have.")
     if _is_set(req.service_tier) and req.service_tier not in ("auto", "default"):
         raise _unsupported("service_tier", "only accepts 'auto' or 'default' for Gemini models.")
+
+
+def _one_function_forced(req: ChatRequest) -> bool:
+    choice = req.tool_choice
+    return isinstance(choice, NamedToolChoice) or (choice == "required" and len(req.tools or ()) == 1)
 
 
 # -------------------------------------------------------------------------------------- messages
@@ -427,16 +445,17 @@ def _result_object(text: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- tools
 
 
-def _tools(req: ChatRequest) -> list[FunctionDeclaration]:
+def _tools(call: ChatCall, notes: Notes) -> list[FunctionDeclaration]:
     declarations = []
-    for i, tool in enumerate(req.tools or ()):
+    for i, tool in enumerate(call.request.tools or ()):
         param = f"tools[{i}]"
         if tool.type != "function":
             raise _unsupported(f"{param}.type", f"'{tool.type}' is not supported for Gemini models.")
         fn = tool.function
         declaration = FunctionDeclaration(name=fn.name, description=fn.description)
         if fn.parameters is not UNSET:
-            declaration.parameters_json_schema = _schema_object(fn.parameters, f"{param}.function.parameters")
+            declaration.parameters_json_schema = _schema_object(
+                fn.parameters, call.client_path(f"{param}.function.parameters"), notes)
         declarations.append(declaration)
     return declarations
 
@@ -464,81 +483,106 @@ def _tool_config(req: ChatRequest, tools: list[FunctionDeclaration]) -> Function
     return FunctionCallingConfig(mode="ANY", allowed_function_names=[name])
 
 
-# JSON Schema as Gemini's ``parametersJsonSchema`` / ``responseJsonSchema`` take it. Keywords outside
-# this set would be ignored by Gemini (or rejected), so a constraint the model would not honour is
-# reported instead of sent.
+# JSON Schema as Gemini's ``parametersJsonSchema`` / ``responseJsonSchema`` take it (ai.google.dev, "Function
+# calling" and "Structured output"). Keywords outside this set Gemini ignores or refuses, so each is rewritten
+# to the nearest form it takes, and noted (docs/gemini.md): a client's tool list never fails a whole request.
 _SCHEMA_KEYWORDS = frozenset({
     "$id", "$defs", "$ref", "$anchor", "type", "format", "title", "description", "enum", "items",
     "prefixItems", "minItems", "maxItems", "minimum", "maximum", "anyOf", "oneOf", "properties",
     "additionalProperties", "required", "propertyOrdering",
 })
-# Annotations: they constrain nothing, so leaving them out changes no valid answer.
+# Annotations: they constrain nothing, so leaving them out changes no valid answer (still reported).
 _SCHEMA_ANNOTATIONS = frozenset({
     "$schema", "$comment", "examples", "default", "deprecated", "readOnly", "writeOnly", "discriminator",
 })
 _SUBSCHEMA_MAPS = frozenset({"properties", "$defs"})
 _SUBSCHEMA_LISTS = frozenset({"prefixItems", "anyOf", "oneOf"})
 _SUBSCHEMAS = frozenset({"items", "additionalProperties"})
+# exclusive bound -> (the inclusive keyword Gemini takes, how the description states the exact bound)
+_EXCLUSIVE_BOUNDS = {"exclusiveMinimum": ("minimum", "greater than"), "exclusiveMaximum": ("maximum", "less than")}
 
 
-def _schema_object(schema: dict[str, Any], param: str) -> dict[str, Any]:
-    result = _schema(schema, param)
+def _schema_object(schema: dict[str, Any], param: str, notes: Notes) -> dict[str, Any]:
+    result = _schema(schema, param, notes)
     assert isinstance(result, dict)
     return result
 
 
-def _schema(node: Any, param: str) -> Any:
+def _schema(node: Any, param: str, notes: Notes) -> Any:
     if isinstance(node, bool):
         return node
     if not isinstance(node, dict):
         raise InvalidRequest(f"'{param}' must be a JSON Schema (an object or a boolean).", param=param)
     out: dict[str, Any] = {}
+    said: list[str] = []  # constraints Gemini cannot enforce, stated in the description for the model
     for key, value in node.items():
         where = f"{param}.{key}"
         if key in _SCHEMA_ANNOTATIONS:
-            continue
-        if key == "const":
-            # const is an enum of one; Gemini knows enum but not const.
-            if "enum" in node:
-                raise _unsupported(where, "together with 'enum' cannot be expressed for Gemini models.")
-            out["enum"] = [_enum_value(value, where)]
-        elif key not in _SCHEMA_KEYWORDS:
-            raise _unsupported(where, f"(JSON Schema keyword '{key}') cannot be expressed for Gemini models: "
-                                      "Gemini would not enforce it.")
+            notes.ignore(where)
+        elif key == "const" and "enum" not in node and _is_enum_value(value):
+            out["enum"] = [value]  # const is an enum of one; Gemini knows enum but not const
+        elif key in _EXCLUSIVE_BOUNDS:
+            _exclusive_bound(node, key, value, out, said, where, notes)
+        elif key not in _SCHEMA_KEYWORDS or (key == "enum" and not _is_enum(value)):
+            said.append(f"{key}: {dumps(value)}")
+            notes.ignore(where)
         elif key in _SUBSCHEMA_MAPS:
             if not isinstance(value, dict):
                 raise InvalidRequest(f"'{where}' must be an object of schemas.", param=where)
-            out[key] = {name: _schema(sub, f"{where}.{name}") for name, sub in value.items()}
+            out[key] = {name: _schema(sub, f"{where}.{name}", notes) for name, sub in value.items()}
         elif key in _SUBSCHEMA_LISTS:
             if not isinstance(value, list):
                 raise InvalidRequest(f"'{where}' must be an array of schemas.", param=where)
-            out[key] = [_schema(sub, f"{where}[{i}]") for i, sub in enumerate(value)]
+            out[key] = [_schema(sub, f"{where}[{i}]", notes) for i, sub in enumerate(value)]
         elif key in _SUBSCHEMAS:
-            out[key] = _schema(value, where)
-        elif key == "enum":
-            if not isinstance(value, list):
-                raise InvalidRequest(f"'{where}' must be an array.", param=where)
-            out[key] = [_enum_value(item, f"{where}[{i}]") for i, item in enumerate(value)]
-        else:
+            out[key] = _schema(value, where, notes)
+        elif key not in out:  # an exclusive bound may have set minimum/maximum already, tighter
             out[key] = value
+    if said:
+        description = out.get("description")
+        text = f"({'; '.join(said)})"
+        out["description"] = f"{description} {text}" if isinstance(description, str) and description else text
     return out
 
 
-def _enum_value(value: Any, param: str) -> Any:
+def _exclusive_bound(node: dict[str, Any], key: str, value: Any, out: dict[str, Any], said: list[str],
+                     where: str, notes: Notes) -> None:
+    """``exclusiveMinimum: 0`` -> ``minimum: 0`` plus "greater than 0" in the description: the nearest bound
+    Gemini enforces, and the exact one in words."""
+    inclusive, words = _EXCLUSIVE_BOUNDS[key]
+    if isinstance(value, bool):  # draft 4: a flag on minimum/maximum
+        bound = node.get(inclusive)
+        if value and isinstance(bound, int | float):
+            said.append(f"{words} {bound:g}")
+        notes.ignore(where)
+        return
+    if not isinstance(value, int | float):
+        raise InvalidRequest(f"'{where}' must be a number.", param=where)
+    current = node.get(inclusive)
+    tighter = max if inclusive == "minimum" else min
+    out[inclusive] = tighter(value, current) if isinstance(current, int | float) else value
+    said.append(f"{words} {value:g}")
+    notes.adjust(where, f"{inclusive} {out[inclusive]:g}")
+
+
+def _is_enum_value(value: Any) -> bool:
     # Gemini enums hold strings and numbers only.
-    if isinstance(value, str) or (isinstance(value, int | float) and not isinstance(value, bool)):
-        return value
-    raise _unsupported(param, "cannot be expressed for Gemini models: enum values must be strings or numbers.")
+    return isinstance(value, str) or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+def _is_enum(value: Any) -> bool:
+    return isinstance(value, list) and all(_is_enum_value(item) for item in value)
 
 
 # ------------------------------------------------------------------------------- generation config
 
 
-def _generation_config(req: ChatRequest, model: str) -> GenerationConfig:
+def _generation_config(call: ChatCall, target: Target, notes: Notes) -> GenerationConfig:
+    req = call.request
     config = GenerationConfig()
     max_tokens = req.max_completion_tokens if _is_set(req.max_completion_tokens) else req.max_tokens
     if isinstance(max_tokens, int):
-        config.max_output_tokens = max_tokens
+        config.max_output_tokens = lowered_max_tokens(call, target, notes) or max_tokens
     if isinstance(req.temperature, float | int):
         config.temperature = req.temperature
     if isinstance(req.top_p, float | int):
@@ -557,16 +601,16 @@ def _generation_config(req: ChatRequest, model: str) -> GenerationConfig:
         config.presence_penalty = req.presence_penalty
     if isinstance(req.frequency_penalty, float | int):
         config.frequency_penalty = req.frequency_penalty
-    _response_format(req, config)
+    _response_format(call, config, notes)
     if isinstance(req.modalities, list):
         config.response_modalities = [_modality(m, f"modalities[{i}]") for i, m in enumerate(req.modalities)]
-    if isinstance(req.reasoning_effort, str):
-        config.thinking_config = _thinking(req.reasoning_effort, model)
+    if isinstance(req.reasoning_effort, str) and not reasoning_unsupported(call, target, notes):
+        config.thinking_config = _thinking(req.reasoning_effort, target.model)
     return config
 
 
-def _response_format(req: ChatRequest, config: GenerationConfig) -> None:
-    fmt = req.response_format
+def _response_format(call: ChatCall, config: GenerationConfig, notes: Notes) -> None:
+    fmt = call.request.response_format
     if fmt is UNSET or fmt is None or fmt.type == "text":
         return
     config.response_mime_type = "application/json"
@@ -575,8 +619,8 @@ def _response_format(req: ChatRequest, config: GenerationConfig) -> None:
             raise InvalidRequest("Missing required parameter: 'response_format.json_schema'.",
                                  param="response_format.json_schema", code="missing_required_parameter")
         if fmt.json_schema.schema is not UNSET:
-            config.response_json_schema = _schema_object(fmt.json_schema.schema,
-                                                         "response_format.json_schema.schema")
+            config.response_json_schema = _schema_object(
+                fmt.json_schema.schema, call.client_path("response_format.json_schema.schema"), notes)
 
 
 def _modality(modality: str, param: str) -> str:
@@ -632,9 +676,10 @@ def _new_call_id() -> str:
 class _ChoiceState:
     """One candidate, part by part: the same translation for whole responses and streams."""
 
-    __slots__ = ("finish", "signatures", "tool_calls")
+    __slots__ = ("finish", "one_call", "signatures", "tool_calls")
 
-    def __init__(self) -> None:
+    def __init__(self, one_call: bool = False) -> None:
+        self.one_call = one_call  # the client forbade parallel calls: any after the first are left out
         self.tool_calls = 0
         self.signatures = 0
         self.finish: str | None = None
@@ -642,6 +687,8 @@ class _ChoiceState:
     def delta(self, part: Part) -> Delta | None:
         delta = Delta()
         call_id: str | None = None
+        if part.function_call is not UNSET and self.one_call and self.tool_calls:
+            return None  # with its signature, which belongs to this call only
         if part.function_call is not UNSET:
             fn = part.function_call
             call_id = fn.id if isinstance(fn.id, str) and fn.id else _new_call_id()
@@ -756,7 +803,7 @@ def parse_response(body: bytes, ctx: ResponseContext) -> tuple[bytes, Usage | No
                             error_type="upstream_error", code="invalid_upstream_response", provider=provider)
     choices = []
     for position, candidate in enumerate(record.candidates):
-        state = _ChoiceState()
+        state = _ChoiceState(ctx.one_tool_call)
         parts = candidate.content.parts if candidate.content is not None else []
         deltas = [d for part in parts if (d := state.delta(part)) is not None]
         state.see(candidate)
@@ -770,10 +817,11 @@ class GeminiStream:
     usage, no ``[DONE]``) in, OpenAI chunks out. Finish chunks wait for the end of the body, so the
     usage that goes with them is the last one Gemini sent."""
 
-    __slots__ = ("_blocked", "_choices", "_provider", "_writer", "usage")
+    __slots__ = ("_blocked", "_choices", "_one_call", "_provider", "_writer", "usage")
 
     def __init__(self, ctx: ResponseContext) -> None:
         self._writer = ChunkWriter(ctx)
+        self._one_call = ctx.one_tool_call
         self._provider = ctx.provider
         self._choices: dict[int, _ChoiceState] = {}
         self._blocked = False
@@ -787,7 +835,7 @@ class GeminiStream:
         frames = []
         for position, candidate in enumerate(record.candidates):
             index = candidate.index if candidate.index is not None else position
-            state = self._choices.setdefault(index, _ChoiceState())
+            state = self._choices.setdefault(index, _ChoiceState(self._one_call))
             for part in candidate.content.parts if candidate.content is not None else ():
                 delta = state.delta(part)
                 if delta is not None:

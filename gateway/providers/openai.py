@@ -13,27 +13,39 @@ import msgspec
 
 from gateway.dialects.chat import ChatCall
 from gateway.errors import GatewayError, UpstreamError, upstream_error
-from gateway.providers.base import ResponseContext, Target
+from gateway.notes import Notes
+from gateway.providers.base import ResponseContext, Target, lowered_max_tokens, reasoning_unsupported
 from gateway.sse import SSEEvent, encode_data
 from gateway.upstream import UpstreamRequest
 from gateway.wire.openai import RawObject, Usage, encoder, raw_object_decoder
 
 _usage_decoder: msgspec.json.Decoder[Usage | None] = msgspec.json.Decoder(Usage | None)
 _EMPTY_LIST = msgspec.Raw(b"[]")
+_NULL = msgspec.Raw(b"null")
 COST_FIELDS = ("cost_usd_total", "cost_usd_input", "cost_usd_cached_input", "cost_usd_output")
 _JSON = {"content-type": "application/json"}
 
 
 def build_request(call: ChatCall, target: Target) -> UpstreamRequest:
+    notes = Notes()
+    for path in call.hints:  # a dialect's hints are another API's (Anthropic's); OpenAI's own go as sent
+        notes.ignore(path)
+    replace: dict[str, object] = {}
+    omit: list[str] = []
     if call.stream and target.provider.stream_usage and not call.include_usage:
         # Ask for the usage chunk even when the client did not, so spend is settled from the provider's
         # own count; the translator keeps that chunk from a client that did not ask for it.
         options = msgspec.to_builtins(call.request.stream_options) if call.request.stream_options else {}
-        body = call.body_with_model(target.model, stream_options={**options, "include_usage": True})
-    else:
-        body = call.body_with_model(target.model)
-    return UpstreamRequest(provider=target.provider, url=f"{target.provider.base_url}/chat/completions", body=body,
-                           headers=_JSON)
+        replace["stream_options"] = {**options, "include_usage": True}
+    lowered = lowered_max_tokens(call, target, notes)
+    if lowered is not None:
+        # OpenAI answers 400 above the model's output limit (gpt-4o: 16,384) rather than stopping there.
+        replace.update({name: lowered for name in ("max_completion_tokens", "max_tokens") if name in call.raw})
+    if reasoning_unsupported(call, target, notes):
+        omit.append("reasoning_effort")  # gpt-4o and its kind answer 400 to reasoning_effort
+    return UpstreamRequest(provider=target.provider, url=f"{target.provider.base_url}/chat/completions",
+                           body=call.body_with_model(target.model, omit, **replace), headers=_JSON,
+                           notes=notes or None)
 
 
 class _FinishOnly(msgspec.Struct):
@@ -126,6 +138,10 @@ class _PassThrough:
             self.usage = usage
             if not self.ctx.include_usage and raw.get("choices") == _EMPTY_LIST:
                 return []  # the usage chunk the gateway asked for on its own behalf
+        if not self.ctx.include_usage and raw.get("usage") == _NULL:
+            # With include_usage set (on the client's behalf, by the gateway), OpenAI puts "usage": null on
+            # every chunk; a client that did not ask sees chunks as OpenAI sends them then: without it.
+            del raw["usage"]
         if _is_final(raw, usage):
             self.ended = True
             _attach_metadata(raw, self.ctx)

@@ -49,7 +49,10 @@ class MessagesDialect:
 
     def parse(self, body: bytes, scope: Scope) -> Parsed:
         incoming = parse_request(body)
-        return Parsed(call=to_chat_call(incoming), requested_model=incoming.model, body=body,
+        call = to_chat_call(incoming)
+        betas = header(scope, b"anthropic-beta") or ""
+        call.betas = frozenset(beta.strip() for beta in betas.split(",") if beta.strip())
+        return Parsed(call=call, requested_model=incoming.model, body=body,
                       project=header(scope, PROJECT_HEADER.encode()), detail=incoming)
 
     def error(self, exc: GatewayError, rid: str) -> tuple[bytes, dict[str, str]]:

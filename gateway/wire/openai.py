@@ -140,6 +140,10 @@ class ChatRequest(msgspec.Struct, kw_only=True):
 
 
 GATEWAY_FIELDS = frozenset({"project_id", "min_reasoning_level"})
+# Top-level OpenAI members that cannot make a correct answer wrong (prompt caching, abuse monitoring): an
+# OpenAI-compatible server gets them as sent; a translating adapter with no counterpart leaves them out and
+# reports them (gateway/notes.py) rather than refusing the request.
+HINT_FIELDS = frozenset({"prompt_cache_key", "prompt_cache_retention", "safety_identifier"})
 
 
 CHAT_REQUEST_FIELDS = frozenset(ChatRequest.__struct_fields__)
