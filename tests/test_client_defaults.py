@@ -404,3 +404,14 @@ async def test_context_management_clearing_thinking_is_reported_when_no_thinking
     assert "context_management" not in fake.last.json()
     assert "anthropic-beta" not in fake.last.headers
     assert listed(response.headers["x-gateway-ignored-params"]) == ["context_management"]
+
+
+@pytest.mark.parametrize("extra", [{"speed": "fast"}, {"diagnostics": {"trace": True}}], ids=["speed", "diagnostics"])
+async def test_speed_and_diagnostics_are_reported_hints_not_errors(gw: Harness, fake: FakeUpstream,
+                                                                    extra: dict[str, object]) -> None:
+    response = await gw.http.post("/v1/messages", headers={"x-api-key": gw.key}, json={
+        "model": CLAUDE, "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}], **extra})
+    assert response.status_code == 200, response.text
+    (name,) = extra
+    assert name not in fake.last.json()
+    assert listed(response.headers["x-gateway-ignored-params"]) == [name]

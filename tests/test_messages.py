@@ -186,7 +186,7 @@ BASE: dict[str, Any] = {"model": "m", "max_tokens": 5, "messages": [{"role": "us
 
 
 @pytest.mark.parametrize(("change", "param", "kind"), [
-    ({"speed": "fast"}, "speed", UnsupportedParameter),
+    ({"container": "c"}, "container", UnsupportedParameter),
     ({"inference_geo": "us"}, "inference_geo", UnsupportedParameter),  # where it runs is not a hint
     ({"messages": [{"role": "user", "content": [{"type": "text", "text": "a", "zz": 1}]}]},
      "messages[0].content[0].zz", UnsupportedParameter),

@@ -179,6 +179,10 @@ class MessagesIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     cache_control: Cache = UNSET
     # A hint: what Anthropic may clear from a long context (e.g. old thinking blocks); see docs/messages.md.
     context_management: dict[str, Any] | UnsetType | None = UNSET
+    # Hints about how fast the answer comes and what Anthropic logs about it: the answer is the same
+    # without them, and no target is reached with Anthropic's own request body, so they are reported.
+    speed: str | UnsetType | None = UNSET
+    diagnostics: dict[str, Any] | UnsetType | None = UNSET
 
 
 _request_decoder = msgspec.json.Decoder(MessagesIn)
@@ -365,6 +369,9 @@ def to_chat_call(req: MessagesIn) -> ChatCall:
         # No OpenAI-format member carries it, so no target gets it from here; caching is the provider's
         # own (OpenAI and Gemini cache long prompts automatically).
         notes.ignore(path)
+    for name, value in (("speed", req.speed), ("diagnostics", req.diagnostics)):
+        if not isinstance(value, UnsetType) and value is not None:
+            notes.ignore(name)
     call.notes = notes
     if req.context_management:
         hints["context_management"] = req.context_management
