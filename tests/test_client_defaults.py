@@ -415,3 +415,13 @@ async def test_speed_and_diagnostics_are_reported_hints_not_errors(gw: Harness, 
     (name,) = extra
     assert name not in fake.last.json()
     assert listed(response.headers["x-gateway-ignored-params"]) == [name]
+
+
+@pytest.mark.parametrize("model", [CLAUDE, GEMINI])
+async def test_image_detail_is_reported_where_the_target_sizes_images_itself(gw: Harness, fake: FakeUpstream,
+                                                                             model: str) -> None:
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}}
+    response = await gw.http.post("/v1/chat/completions", headers={"authorization": f"Bearer {gw.key}"}, json={
+        "model": model, "messages": [{"role": "user", "content": [{"type": "text", "text": "what?"}, image]}]})
+    assert response.status_code == 200, response.text
+    assert "messages[0].content[1].image_url.detail" in listed(response.headers["x-gateway-ignored-params"])

@@ -20,6 +20,7 @@ from gateway.wire.openai import (
     GATEWAY_FIELDS,
     HINT_FIELDS,
     ChatRequest,
+    ImageURL,
     RawObject,
     chat_request_decoder,
     encoder,
@@ -67,9 +68,17 @@ class ChatCall:
     def ignore_hints(self, notes: Notes, taken: Collection[str] = ()) -> None:
         """Note every hint but those in ``taken`` as left out (for a translating adapter's
         ``UpstreamRequest.notes``): the dialect's, and OpenAI's top-level ones (``hint_fields``)."""
-        for path in [*self.hint_fields(), *self.hints]:
+        for path in [*self.hint_fields(), *self.hints, *self._image_details()]:
             if path not in taken:
                 notes.ignore(path)
+
+    def _image_details(self) -> list[str]:
+        # ``detail`` sets the resolution (and cost) OpenAI reads an image at; Anthropic and Gemini size
+        # images themselves, so it is a hint the translating adapters cannot carry.
+        return [f"messages[{i}].content[{j}].image_url.detail"
+                for i, message in enumerate(self.request.messages) if isinstance(message.content, list)
+                for j, part in enumerate(message.content)
+                if isinstance(part.image_url, ImageURL) and isinstance(part.image_url.detail, str)]
 
     def unknown_fields(self) -> list[str]:
         """Top-level members this gateway does not model (forwarded as-is to OpenAI-compatible servers),

@@ -453,7 +453,7 @@ def _user_blocks(content: str | list[ContentPart] | UnsetType | None, path: str)
 
 
 def _image(url: str, path: str) -> ImageBlock:
-    # ``detail`` has no Anthropic counterpart (Claude sizes images itself), so it changes nothing here.
+    # ``detail`` has no Anthropic counterpart (Claude sizes images itself): reported by ChatCall.ignore_hints.
     param = f"{path}.image_url.url"
     if url.startswith(("https://", "http://")):
         return ImageBlock(source=URLSource(url=url))
