@@ -467,7 +467,8 @@ def observability(run: Run) -> None:
     run.mock_knobs()
     sink = _OtlpSink()
     variants = {"metrics-off": "[metrics]\nenabled = false\n", "metrics-on": ""}
-    if importlib.util.find_spec("opentelemetry.sdk") is not None:  # the otel extra
+    # The otel extra (find_spec of a submodule raises when its parent package is absent).
+    if importlib.util.find_spec("opentelemetry") is not None and importlib.util.find_spec("opentelemetry.sdk"):
         variants["tracing-on"] = f'[tracing]\nenabled = true\nendpoint = "{sink.url}"\n'
     started: dict[str, Server] = {}
 
