@@ -1,5 +1,6 @@
 """[state] backend = "redis": limits and budgets shared by every worker and replica, on a real redis-server
-(tests/engines.py) and real ``gateway serve`` processes (3 replicas x 2 workers, one SQLite data dir).
+(tests/engines.py) and real ``gateway serve`` processes (3 replicas x 2 workers, their store one database on a
+real PostgreSQL, ``[store] backend = "postgres"``).
 
 Figures the report quotes are printed (run with -s to see them)."""
 
@@ -10,15 +11,15 @@ import dataclasses
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -30,11 +31,11 @@ from gateway.errors import StateUnavailable
 from gateway.shared_state import Admitted, Bucket, BudgetRef, Limited, OverBudget, RedisState, announce
 from tests import engines
 from tests.conftest import UPSTREAM_KEY, gateway_env, run_cli, wait_ready
-from tests.engines import Redis
+from tests.engines import Postgres, Redis
 from tests.fakes import FakeUpstream, Received, Reply, free_port, json_reply, sse_reply
 from tests.inprocess import gateway_for
 
-redis_server = engines.redis_server  # the fixture, for this module's tests
+redis_server, postgres = engines.redis_server, engines.postgres  # the fixtures, for this module's tests
 BUDGET = 1.50
 HOLD_TTL_S = 2.0
 # $1000 per 1M tokens in and out: the fake's answer (9 + 6 tokens) costs $0.015; a request reserves its
@@ -170,11 +171,26 @@ class Replica:
             self.proc.wait(20)
 
 
+def _query(url: str, sql: str, *args: object) -> list[Sequence[Any]]:
+    """The rows of one statement, on a connection of its own (as an operator's psql would read them)."""
+    import asyncpg  # only here: the tests of the scripts alone run without the driver
+
+    async def run() -> list[Sequence[Any]]:
+        conn = await asyncpg.connect(url, timeout=10)
+        try:
+            return list(await conn.fetch(sql, *args, timeout=30))
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
 @dataclass
 class Cluster:
     root: Path
     config: Path
     redis: Redis
+    store_url: str  # the one PostgreSQL database every replica's store is on
     replicas: list[Replica]
     keys: dict[str, str]
 
@@ -197,11 +213,18 @@ class Cluster:
         return _budget_state(self.redis, names[0]) if names else (0.0, 0.0, 0)
 
     def key_id(self, name: str) -> str:
-        with sqlite3.connect(self.root / "data" / "gateway.db") as db:
-            return str(db.execute("SELECT id FROM keys WHERE name = ?", (name,)).fetchone()[0])
+        return str(_query(self.store_url, "SELECT id FROM keys WHERE name = $1", name)[0][0])
 
-    def rows(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.root / "data" / "gateway.db")
+    def recorded(self, key_id: str) -> float:
+        """The cost of a key's usage rows in the shared database."""
+        return float(_query(self.store_url, "SELECT COALESCE(SUM(cost_total), 0) FROM requests WHERE key_id = $1",
+                            key_id)[0][0])
+
+    def rows_of(self, request_ids: list[str]) -> dict[str, int]:
+        """How many usage rows each of these requests has in the shared database (those with none are absent)."""
+        found = _query(self.store_url, "SELECT request_id, COUNT(*) FROM requests WHERE request_id = ANY($1::text[]) "
+                       "GROUP BY request_id", request_ids)
+        return {str(row[0]): int(row[1]) for row in found}
 
 
 def _answers(received: Received) -> Reply:
@@ -235,8 +258,10 @@ _COMPLETION = {
 
 
 @pytest.fixture(scope="module")
-def cluster(redis_server: Redis, fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(redis_server: Redis, postgres: Postgres, fake: FakeUpstream,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("cluster")
+    store_url = postgres.create_database(root.name)  # fresh: "cluster0", "cluster1"... per run of this module
     config = root / "config.toml"
     config.write_text(f"""
 [server]
@@ -250,6 +275,10 @@ retries = 0
 backend = "redis"
 redis_url = "{redis_server.url}"
 hold_ttl_s = {HOLD_TTL_S}
+
+[store]
+backend = "postgres"
+postgres_url = "{store_url}"
 
 [providers.fake]
 type = "openai"
@@ -265,11 +294,11 @@ pricing = {{ input = {PRICE}, output = {PRICE} }}
     keys = {}
     for name, flags in (("budget", ["--budget-usd", str(BUDGET), "--budget-period", "day"]),
                         ("rpm", ["--rpm", "10"]), ("load", ["--budget-usd", "1000"]), ("free", []),
-                        ("revoked", ["--rpm", "1000"])):
+                        ("revoked", ["--rpm", "1000"]), ("steady", ["--budget-usd", "1000"])):
         created = run_cli("keys", "create", "--name", name, *flags, "--config", str(config))
         assert created.returncode == 0, created.stderr
         keys[name] = created.stdout.strip()
-    made = Cluster(root=root, config=config, redis=redis_server, replicas=[], keys=keys)
+    made = Cluster(root=root, config=config, redis=redis_server, store_url=store_url, replicas=[], keys=keys)
     try:
         for _ in range(3):
             made.start_replica()
@@ -337,10 +366,7 @@ def _rows_by_request(cluster: Cluster, request_ids: list[str], timeout: float = 
     """How many usage rows each request left, once the batch writers have flushed."""
     deadline = time.monotonic() + timeout
     while True:
-        with cluster.rows() as db:
-            found = dict(db.execute(
-                f"SELECT request_id, COUNT(*) FROM requests WHERE request_id IN ({','.join('?' * len(request_ids))}) "
-                "GROUP BY request_id", request_ids).fetchall())
+        found = cluster.rows_of(request_ids)
         if len(found) == len(request_ids) or time.monotonic() > deadline:
             return found
         time.sleep(0.2)
@@ -366,9 +392,7 @@ def test_three_replicas_share_one_budget(served: Cluster) -> None:
             break
     spent, reserved, holds = _settled(served, key_id)
     rows = _rows_by_request(served, answered)
-    with served.rows() as db:
-        recorded = db.execute("SELECT COALESCE(SUM(cost_total), 0) FROM requests WHERE key_id = ?",
-                              (key_id,)).fetchone()[0]
+    recorded = served.recorded(key_id)
     print(f"\nshared budget: {len(ok)} of 300 concurrent admitted; in the end ${spent:.4f} spent (Redis), "
           f"${recorded:.4f} (usage rows) of ${BUDGET}, {reserved} reserved")
     assert spent <= BUDGET + 1e-9
@@ -414,45 +438,98 @@ def test_revoked_key_is_refused_by_every_replica(served: Cluster) -> None:
     assert took < 10
 
 
+def _steady_load(base: str, key: str, stop: threading.Event, answered: list[Outcome]) -> None:
+    """One client asking a replica again and again (plain and streamed in turn) until told to stop; a
+    failure to connect is recorded as status 0."""
+    with httpx.Client(timeout=30) as http:
+        i = 0
+        while not stop.is_set():
+            kind = ("plain", "stream")[i % 2]
+            try:
+                with http.stream("POST", f"{base}/v1/chat/completions", json=_chat(kind, i),
+                                 headers={"authorization": f"Bearer {key}"}) as response:
+                    response.read()
+                    answered.append(Outcome(response.status_code, response.headers.get("x-gateway-request-id")))
+            except httpx.HTTPError as exc:
+                answered.append(Outcome(0, None, type(exc).__name__))
+            i += 1
+
+
 def test_killed_replica_releases_its_holds(served: Cluster) -> None:
-    """kill -9 of a replica with requests in flight: the others keep serving, and its reservations lapse
-    hold_ttl_s later and are released."""
+    """kill -9 of a replica with requests in flight while the others are under load: the others keep
+    serving, every request they answered has exactly one usage row in the shared database, and the killed
+    replica's reservations lapse hold_ttl_s later and are released."""
     key_id = served.key_id("load")
+    survivors = list(served.replicas)
     victim = served.start_replica()
     headers = {"authorization": f"Bearer {served.keys['load']}"}
     slow = {"model": "fake/m", "max_tokens": 10, "messages": [{"role": "user", "content": "slow"}]}
+
+    # The load on the survivors runs on a key of its own, so the holds counted below are the victim's.
+    stop_load = threading.Event()
+    load: list[Outcome] = []
+    loaders = [threading.Thread(target=_steady_load, args=(r.base, served.keys["steady"], stop_load, load))
+               for r in survivors]
+    for thread in loaders:
+        thread.start()
 
     def in_flight() -> None:
         with pytest.raises(httpx.HTTPError):  # the connection dies with the replica
             httpx.post(f"{victim.base}/v1/chat/completions", json=slow, headers=headers, timeout=30)
 
     threads = [threading.Thread(target=in_flight) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + 10
-    while served.budget(key_id)[2] < 6 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    _, held, holds = served.budget(key_id)
-    assert holds == 6 and held > 0
-    victim.kill()
-    served.replicas.remove(victim)
-    killed = time.monotonic()
-    for thread in threads:
-        thread.join(10)
-    # The survivors serve on; each admission also releases holds that have lapsed.
-    released_after = None
-    while time.monotonic() - killed < 10 * HOLD_TTL_S:
-        with ThreadPoolExecutor(3) as pool:
-            codes = list(pool.map(lambda r: httpx.post(f"{r.base}/v1/chat/completions", json=_chat("plain", 1),
-                                                       headers=headers, timeout=30).status_code, served.replicas))
-        assert codes == [200, 200, 200]
-        _, reserved, holds = _settled(served, key_id, timeout=2)
-        if holds == 0 and reserved == 0:
-            released_after = time.monotonic() - killed
-            break
-    print(f"\nkilled replica's {6} holds released {released_after}s after kill -9 (hold_ttl_s = {HOLD_TTL_S})")
+    answered: list[str] = []
+    try:
+        deadline = time.monotonic() + 10
+        while len(load) < 6 and time.monotonic() < deadline:  # the survivors are under load
+            time.sleep(0.05)
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while served.budget(key_id)[2] < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _, held, holds = served.budget(key_id)
+        assert holds == 6 and held > 0
+        before_kill = len(load)
+        victim.kill()
+        served.replicas.remove(victim)
+        killed = time.monotonic()
+        for thread in threads:
+            thread.join(10)
+        # The survivors serve on; each admission also releases holds that have lapsed.
+        released_after = None
+        while time.monotonic() - killed < 10 * HOLD_TTL_S:
+            with ThreadPoolExecutor(3) as pool:
+                replies = list(pool.map(lambda r: httpx.post(f"{r.base}/v1/chat/completions", json=_chat("plain", 1),
+                                                             headers=headers, timeout=30), served.replicas))
+            assert [r.status_code for r in replies] == [200, 200, 200]
+            answered += [r.headers["x-gateway-request-id"] for r in replies]
+            _, reserved, holds = _settled(served, key_id, timeout=2)
+            if holds == 0 and reserved == 0:
+                released_after = time.monotonic() - killed
+                break
+        after_kill = len(load) - before_kill
+    finally:
+        stop_load.set()
+        for thread in loaders:
+            thread.join(30)
+    print(f"\nkilled replica's {6} holds released {released_after}s after kill -9 (hold_ttl_s = {HOLD_TTL_S}); "
+          f"the survivors answered {len(load)} requests of steady load, {after_kill} after the kill")
     assert released_after is not None
     assert released_after >= HOLD_TTL_S * 0.5  # not before they lapsed (renewals stop with the process)
+    assert not any(thread.is_alive() for thread in loaders)
+    assert {o.status for o in load} == {200}, [o for o in load if o.status != 200][:3]
+    assert before_kill > 0 and after_kill > 0  # the load ran through the kill
+    # No row of the survivors is lost: one usage row per answer, once their writers have flushed.
+    assert all(o.request_id for o in load)
+    answered += [o.request_id for o in load if o.request_id]
+    assert len(set(answered)) == len(answered)
+    rows = _rows_by_request(served, answered)
+    assert set(rows) == set(answered) and set(rows.values()) == {1}
+    # Their settlements all landed too: nothing of the steady load stays reserved.
+    spent, reserved, holds = _settled(served, served.key_id("steady"))
+    assert reserved == 0 and holds == 0
+    assert served.recorded(served.key_id("steady")) == pytest.approx(spent) and spent > 0
 
 
 def test_wrong_admin_tokens_are_throttled_across_replicas(served: Cluster) -> None:
@@ -497,9 +574,7 @@ def test_redis_outage_fails_closed_then_recovers(served: Cluster) -> None:
         time.sleep(0.1)
     print(f"\nserved again {time.monotonic() - started:.3f}s after Redis came back")
     # The budget spend is back from the store's records, not zero.
-    with served.rows() as db:
-        recorded = db.execute("SELECT COALESCE(SUM(cost_total), 0) FROM requests WHERE key_id = ?",
-                              (served.key_id("load"),)).fetchone()[0]
+    recorded = served.recorded(served.key_id("load"))
     spent, _, _ = _settled(served, served.key_id("load"))
     assert spent == pytest.approx(recorded, abs=0.05) and spent > 0
 
