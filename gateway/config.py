@@ -191,6 +191,8 @@ class TracingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = False
     # OTLP/HTTP traces URL (e.g. http://collector:4318/v1/traces); empty: the OTEL_EXPORTER_OTLP_* variables.
     endpoint: str = ""
+    # Prompts and completions on the request spans (gen_ai.input/output.messages), redacted and cut at 64 KiB.
+    capture_content: bool = False
 
 
 class StateConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from gateway import metrics
+from gateway import metrics, tracing
 from gateway.accounting import Meter, encode_routing, estimate_answer_usage, estimate_usage
 from gateway.catalog import Pricing
 from gateway.config import RoutingConfig
@@ -336,6 +336,8 @@ class Pipeline:
             result.chunks = self._stream(run, response, adapter.stream_translator(ctx), deployment, pricing)
             return result
         result.body, result.usage = adapter.parse_response(body, ctx)
+        if tracing.capture_content:
+            tracing.completion(result.body)
         if run.meter is not None:
             run.meter.first_byte()
             # No usage in the answer (some compatible servers): charge an estimate rather than nothing.
@@ -363,7 +365,8 @@ class Pipeline:
                                  error_type=outcome.error_type, routing=encode_routing(run.attempts),
                                  estimated=translator.usage is None)
 
-        return Relay(self._frames(run, response, translator, deployment, outcome, settle), settle)
+        frames = self._frames(run, response, translator, deployment, outcome, settle)
+        return Relay(tracing.tap(frames) if tracing.capture_content else frames, settle)
 
     async def _frames(self, run: _Run, response: UpstreamResponse, translator: StreamTranslator,
                       deployment: Deployment, outcome: _StreamOutcome,

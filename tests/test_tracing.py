@@ -1,9 +1,12 @@
 """OpenTelemetry traces from a real `gateway serve`: an in-test OTLP/HTTP receiver decodes the spans of a
 fallback request (request span, a child per attempt, GenAI attributes), and the client's trace reaches
-the upstream as ``traceparent``."""
+the upstream as ``traceparent``; prompts and completions appear on the request spans only with
+``[tracing] capture_content = true``."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import subprocess
 import sys
 import threading
@@ -13,13 +16,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
+import openai
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tests.conftest import gateway_env, wait_ready
-from tests.fakes import FakeUpstream, free_port, json_reply
+from tests.conftest import UPSTREAM_KEY, gateway_env, wait_ready
+from tests.fakes import FakeUpstream, Reply, free_port, json_reply
 from tests.test_metrics import MAIN_KEY, config_text
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -70,10 +75,12 @@ def attributes(span: Span) -> dict[str, Any]:
     return found
 
 
-def test_fallback_request_spans_and_traceparent(fake: FakeUpstream, tmp_path: Path, receiver: Receiver) -> None:
+@contextlib.contextmanager
+def serving(fake: FakeUpstream, tmp_path: Path, receiver: Receiver, tracing: str = "") -> Iterator[str]:
+    """`gateway serve` with tracing on to ``receiver`` (plus ``tracing``'s lines), its base URL."""
     config = tmp_path / "config.toml"
-    tracing = f'[tracing]\nenabled = true\nendpoint = "{receiver.url}"\n'
-    config.write_text(config_text(fake, tmp_path / "data", extra=tracing))
+    config.write_text(config_text(fake, tmp_path / "data",
+                                  extra=f'[tracing]\nenabled = true\nendpoint = "{receiver.url}"\n{tracing}'))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     # OTEL_BSP_SCHEDULE_DELAY: a standard variable the SDK reads, so the spans leave within 100 ms.
@@ -83,17 +90,26 @@ def test_fallback_request_spans_and_traceparent(fake: FakeUpstream, tmp_path: Pa
                                  str(port)], stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         wait_ready(base, proc)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def wait_for_spans(receiver: Receiver, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while len(receiver.spans) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_fallback_request_spans_and_traceparent(fake: FakeUpstream, tmp_path: Path, receiver: Receiver) -> None:
+    with serving(fake, tmp_path, receiver) as base:
         fake.reply(json_reply({"error": {"message": "down", "type": "server_error"}}, status=500))
         response = httpx.post(f"{base}/v1/chat/completions", timeout=10, json={
             "model": "pair", "messages": [{"role": "user", "content": "a secret prompt"}]}, headers={
             "authorization": f"Bearer {MAIN_KEY}", "traceparent": f"00-{TRACE_ID}-{CLIENT_SPAN}-01"})
         assert response.status_code == 200, response.text
-        deadline = time.monotonic() + 10
-        while len(receiver.spans) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+        wait_for_spans(receiver, 3)
 
     assert receiver.paths and set(receiver.paths) == {"/v1/traces"}
     assert len(receiver.spans) == 3, [s.name for s in receiver.spans]
@@ -147,3 +163,104 @@ def test_tracing_off_imports_nothing_of_opentelemetry(fake: FakeUpstream, tmp_pa
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=gateway_env(), timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+# The fake upstream's answers (tests/fakes.py): its plain completion and its recorded stream's text.
+PLAIN_ANSWER = "Hello from the fake upstream."
+STREAMED_ANSWER = ("I'm unable to provide real-time weather updates. To get the current weather in San Francisco, "
+                   "I recommend checking a reliable weather website or a weather app.")
+CONTENT_KEYS = ("gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",
+                "gateway.content.truncated")
+
+
+def converse(base: str) -> None:
+    """One plain and one streamed request in each dialect, through the official SDKs; each prompt quotes
+    the gateway's provider key, which no trace may show. Request ids name the spans."""
+    chat = openai.OpenAI(base_url=f"{base}/v1", api_key=MAIN_KEY, max_retries=0)
+    messages = anthropic.Anthropic(base_url=base, api_key=MAIN_KEY, max_retries=0)
+    said = chat.chat.completions.create(
+        model="pair", messages=[{"role": "system", "content": "Be brief."},
+                                {"role": "user", "content": f"plain chat, key {UPSTREAM_KEY}"}],
+        extra_headers={"x-request-id": "chat-plain"})
+    assert said.choices[0].message.content == PLAIN_ANSWER
+    streamed = chat.chat.completions.create(
+        model="pair", stream=True, messages=[{"role": "user", "content": "streamed chat"}],
+        extra_headers={"x-request-id": "chat-stream"})
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == STREAMED_ANSWER
+    message = messages.messages.create(
+        model="pair", max_tokens=100, system="Answer in French.",
+        messages=[{"role": "user", "content": "plain messages"}], extra_headers={"x-request-id": "messages-plain"})
+    assert message.content[0].type == "text" and message.content[0].text == PLAIN_ANSWER
+    with messages.messages.stream(model="pair", max_tokens=100, messages=[{"role": "user", "content": "streamed"}],
+                                  extra_headers={"x-request-id": "messages-stream"}) as stream:
+        assert "".join(stream.text_stream) == STREAMED_ANSWER
+
+
+def request_spans(receiver: Receiver, count: int) -> dict[str, dict[str, Any]]:
+    """The request spans' attributes by request id, once ``count`` of them (and their attempts) arrived."""
+    wait_for_spans(receiver, 2 * count)
+    spans = {attributes(s)["gateway.request_id"]: attributes(s) for s in receiver.spans
+             if s.kind == Span.SPAN_KIND_SERVER}
+    assert len(spans) == count, sorted(spans)
+    return spans
+
+
+def test_capture_content_puts_prompt_and_completion_on_the_request_span(
+        fake: FakeUpstream, tmp_path: Path, receiver: Receiver) -> None:
+    long_text = "x" * 70_000  # over the 65,536 characters kept
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini"}
+    events = [{**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": long_text[i:i + 7000]}}]}
+              for i in range(0, len(long_text), 7000)]
+    events.append({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]})
+    with serving(fake, tmp_path, receiver, "capture_content = true\n") as base:
+        converse(base)
+        fake.reply(Reply(chunks=[f"data: {json.dumps(e)}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"],
+                         headers={"content-type": "text/event-stream"}))
+        with httpx.stream("POST", f"{base}/v1/chat/completions", timeout=10, json={
+                "model": "pair", "stream": True, "messages": [{"role": "user", "content": "a long one"}]},
+                headers={"authorization": f"Bearer {MAIN_KEY}", "x-request-id": "chat-long"}) as response:
+            assert response.status_code == 200
+            assert sum(len(piece) for piece in response.iter_bytes()) > len(long_text)
+        spans = request_spans(receiver, 5)
+
+    def content(rid: str) -> tuple[Any, Any]:
+        return json.loads(spans[rid]["gen_ai.input.messages"]), json.loads(spans[rid]["gen_ai.output.messages"])
+
+    def text(said: str) -> list[dict[str, Any]]:
+        return [{"type": "text", "content": said}]
+
+    prompt, answer = content("chat-plain")
+    # A chat completion's system message is part of its history; the key it quoted is cut.
+    assert prompt == [{"role": "system", "parts": text("Be brief.")},
+                      {"role": "user", "parts": text("plain chat, key [REDACTED]")}]
+    assert answer == [{"role": "assistant", "parts": text(PLAIN_ANSWER), "finish_reason": "stop"}]
+    assert "gen_ai.system_instructions" not in spans["chat-plain"]
+    assert content("chat-stream") == ([{"role": "user", "parts": text("streamed chat")}],
+                                      [{"role": "assistant", "parts": text(STREAMED_ANSWER), "finish_reason": "stop"}])
+    # Messages: the top-level system is instructions apart from the history.
+    prompt, answer = content("messages-plain")
+    assert prompt == [{"role": "user", "parts": text("plain messages")}]
+    assert json.loads(spans["messages-plain"]["gen_ai.system_instructions"]) == text("Answer in French.")
+    assert answer == [{"role": "assistant", "parts": text(PLAIN_ANSWER), "finish_reason": "stop"}]
+    assert content("messages-stream") == ([{"role": "user", "parts": text("streamed")}],
+                                          [{"role": "assistant", "parts": text(STREAMED_ANSWER),
+                                            "finish_reason": "stop"}])
+    # A long stream: its first 65,536 characters, marked truncated; the others are whole.
+    _, answer = content("chat-long")
+    assert answer == [{"role": "assistant", "parts": text("x" * 65_536), "finish_reason": "length"}]
+    assert spans["chat-long"]["gateway.content.truncated"] is True
+    assert [rid for rid, got in spans.items() if "gateway.content.truncated" in got] == ["chat-long"]
+    assert not any(UPSTREAM_KEY in str(v) for s in receiver.spans for v in attributes(s).values())
+
+
+@pytest.mark.parametrize("setting", ["capture_content = false\n", ""], ids=["explicit", "default"])
+def test_without_capture_content_no_span_holds_any_content(fake: FakeUpstream, tmp_path: Path, receiver: Receiver,
+                                                           setting: str) -> None:
+    with serving(fake, tmp_path, receiver, setting) as base:
+        converse(base)
+        spans = request_spans(receiver, 4)
+    assert all(got["http.response.status_code"] == 200 for got in spans.values())
+    found = [(s.name, key, value) for s in receiver.spans for key, value in attributes(s).items()
+             if key in CONTENT_KEYS or any(said in str(value) for said in (
+                 "plain chat", "streamed", "plain messages", "Be brief", "French", PLAIN_ANSWER, "weather"))]
+    assert found == []

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway import tracing
 from gateway.accounting import Meter, Mode, open_meter, record_refusal, worst_cost
 from gateway.dialects.chat import ChatCall
 from gateway.errors import GatewayError, InvalidRequest
@@ -70,6 +71,8 @@ async def serve(dialect: Dialect, state: GatewayState, scope: Scope, receive: Re
         try:
             parsed = dialect.parse(await read_body(receive, int(runtime.config.server.max_body_mb * 1024 * 1024)),
                                    scope)
+            if tracing.capture_content:
+                tracing.prompt(parsed.call, dialect.mode)
             project = state.governor.project_for(principal, parsed.project)
             if runtime.config.routing.require_project and not project:
                 raise InvalidRequest(f"This gateway requires a project: {dialect.missing_project}.",
