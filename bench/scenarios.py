@@ -95,16 +95,22 @@ class Run:
         if name == "litellm":
             assert self.litellm is not None
             return self.litellm, OPENAI_MODEL
-        model = {"gateway": OPENAI_MODEL, "gateway-anthropic": ANTHROPIC_MODEL, "gateway-gemini": GEMINI_MODEL}[name]
+        model = {"gateway": OPENAI_MODEL, "gateway-anthropic": ANTHROPIC_MODEL, "gateway-gemini": GEMINI_MODEL,
+                 "gateway-responses": OPENAI_MODEL}[name]
         return self.gateway, model
 
     def target(self, name: str, *, stream: bool = False) -> Target:
         server, model = self.server(name)
+        path = "/v1/chat/completions"
         body: dict[str, Any] = {"model": model, "messages": MESSAGES}
+        if name == "gateway-responses":
+            # The same conversation as a Responses request, to the same chat-only mock: translated both ways
+            # (and stored, as Responses does by default).
+            path = "/v1/responses"
+            body = {"model": model, "instructions": MESSAGES[0]["content"], "input": MESSAGES[1]["content"]}
         if stream:
             body["stream"] = True
-        return Target.post(name, server.port, "/v1/chat/completions", json.dumps(body).encode(), server.auth,
-                           close=stream)
+        return Target.post(name, server.port, path, json.dumps(body).encode(), server.auth, close=stream)
 
     def peers(self, *names: str) -> list[str]:
         """The given targets, plus LiteLLM when it runs in this run."""
@@ -196,7 +202,7 @@ def throughput(run: Run) -> None:
     """Closed loop, 64 connections, 0 ms mock: the mock alone, the floor, the gateway in three dialects."""
     run.mock_knobs()
     seconds = 4 if run.opts.quick else 10
-    names = run.peers("direct", "floor", "gateway", "gateway-anthropic", "gateway-gemini")
+    names = run.peers("direct", "floor", "gateway", "gateway-anthropic", "gateway-gemini", "gateway-responses")
     fig: dict[str, Any] = {"connections": 64, "seconds": seconds, "rps": {}, "errors": {}}
     for name in names:
         result = drivers.closed_loop(run.target(name), connections=64, seconds=seconds, use_wrk=run.use_wrk)
@@ -213,7 +219,10 @@ def throughput(run: Run) -> None:
         ratio = round(rps[f"gateway-{dialect}"] / rps["gateway"], 3)
         fig[f"{dialect}_vs_openai"] = ratio
         run.check("throughput", f"{dialect.capitalize()} translation x OpenAI-compatible", ratio, "x", ">=", 0.7)
-    for name in ("gateway", "gateway-anthropic", "gateway-gemini"):
+    fig["responses_vs_chat"] = round(rps["gateway-responses"] / rps["gateway"], 3)
+    run.check("throughput", "/v1/responses (translated) x /v1/chat/completions", fig["responses_vs_chat"], "x",
+              ">=", 0.7)
+    for name in ("gateway", "gateway-anthropic", "gateway-gemini", "gateway-responses"):
         run.guard("throughput", f"errors ({name})", fig["errors"][name], "", "<=", 0, "0")
 
 

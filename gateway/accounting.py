@@ -30,7 +30,7 @@ DEFAULT_OUTPUT_RESERVE = 4096
 CLIENT_CLOSED = 499
 # Bodies kept with [logging] store_bodies are cut here (and say so): a 100 MB answer must not reach the DB.
 STORED_BODY_LIMIT = 1024 * 1024
-Mode = Literal["unified", "native", "messages"]
+Mode = Literal["unified", "native", "messages", "embeddings", "responses"]
 
 
 def worst_cost(deployments: list[Deployment], prompt_tokens: int, max_tokens: int | None,

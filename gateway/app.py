@@ -32,7 +32,7 @@ from gateway.errors import (
 )
 from gateway.logs import access
 from gateway.native import Kind, error_body
-from gateway.routes import health, messages, metrics, native, openapi, unified
+from gateway.routes import embeddings, health, messages, metrics, native, openapi, responses, unified
 from gateway.routes.asgi import ASGIApp, Message, Receive, Scope, Send, respond, respond_error
 from gateway.routes.context import gateway_state
 from gateway.state import GatewayState
@@ -45,7 +45,9 @@ _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 FastHandler = Callable[[GatewayState, Scope, Receive, Send, str], Awaitable[None]]
 # The hot path, served as plain ASGI; everything else goes to Litestar.
 FAST_ROUTES: dict[tuple[str, str], FastHandler] = {("POST", "/v1/chat/completions"): unified.chat_completions,
-                                                   ("GET", "/metrics"): metrics.scrape}
+                                                   ("GET", "/metrics"): metrics.scrape,
+                                                   ("POST", "/v1/embeddings"): embeddings.create_embeddings,
+                                                   ("POST", "/v1/responses"): responses.create_response}
 FAST_PATHS = {path: method for method, path in FAST_ROUTES}
 
 
@@ -268,10 +270,11 @@ def create_app(
             await state.stop()
 
     app = Litestar(
-        route_handlers=[unified.list_models, unified.usage, admin_api.usage_aggregates,
+        route_handlers=[unified.list_models, unified.retrieve_model, unified.usage, admin_api.usage_aggregates,
                         admin.router, admin.front_door, health.healthz, health.readyz, native.openai_native,
                         native.anthropic_native, native.gemini_native, native.any_native, messages.create_message,
-                        messages.count_tokens, openapi.openapi_json],
+                        messages.count_tokens, responses.retrieve_response, responses.delete_response,
+                        responses.list_input_items, openapi.openapi_json],
         exception_handlers={
             GatewayError: _gateway_error,
             HTTPException: _http_error,

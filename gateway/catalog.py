@@ -34,6 +34,9 @@ class Capabilities(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     vision: bool = True
     reasoning: ReasoningLevel = "none"  # the highest reasoning effort the model supports
     image_output: bool = False
+    # An embedding model serves /v1/embeddings and nothing else; every other model serves chat (and the
+    # dialects built on it) and never embeddings. The router keeps the two apart, ``auto`` included.
+    embedding: bool = False
 
 
 class CatalogEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -45,6 +48,7 @@ class CatalogEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     default: bool = False
     context_window: int | None = None
     max_output_tokens: int | None = None
+    dimensions: int | None = None  # embedding models: the length of the vectors they return by default
     capabilities: Capabilities = msgspec.field(default_factory=Capabilities)
     pricing: Pricing = msgspec.field(default_factory=Pricing)
 

@@ -75,6 +75,9 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     headers: dict[str, str] = {}
     stream_usage: bool = True
     native_paths: list[str] = []  # "METHOD /path/glob" a native route may reach beyond the defaults
+    # Serves the Responses API itself (POST {base_url}/responses): /v1/responses forwards the client's body
+    # instead of translating. Unset: true for OpenAI's own URL, false for every other server.
+    responses: bool | None = None
 
 
 class RoutingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -118,6 +121,7 @@ class CapabilitiesConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     vision: bool | None = None
     reasoning: Literal["none", "low", "medium", "high"] | None = None
     image_output: bool | None = None
+    embedding: bool | None = None
 
 
 class PricingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -253,6 +257,7 @@ class Provider(msgspec.Struct, frozen=True, kw_only=True):
     headers: dict[str, str]
     stream_usage: bool = True
     native_paths: tuple[str, ...] = ()
+    responses: bool = False  # serves POST {base_url}/responses natively
 
     def __repr__(self) -> str:  # never show the key, whoever prints this object
         return f"Provider(name={self.name!r}, kind={self.kind!r}, base_url={self.base_url!r})"
@@ -759,6 +764,11 @@ def build(parsed: ConfigFile, file: str, *, base_dir: Path, path: Path | None) -
         if spec.timeout <= 0 or spec.connect_timeout <= 0:
             raise ConfigError(file, f"{key}.timeout", "timeouts must be positive seconds",
                               "defaults: connect_timeout = 10, timeout = 600")
+        responses = spec.responses if spec.responses is not None else (
+            kind == "openai" and base_url == DEFAULT_BASE_URL_BY_KIND["openai"])
+        if responses and kind != "openai":
+            raise ConfigError(file, f"{key}.responses", "only an OpenAI-compatible provider serves the Responses API",
+                              "remove the key: this provider's requests are translated")
         models: tuple[str, ...] | None = None
         if spec.models is not None:
             dupes = {m for m in spec.models if spec.models.count(m) > 1}
@@ -771,7 +781,7 @@ def build(parsed: ConfigFile, file: str, *, base_dir: Path, path: Path | None) -
         providers[name] = Provider(
             name=name, kind=kind, base_url=base_url, api_key=spec.api_key, models=models,
             connect_timeout=spec.connect_timeout, timeout=spec.timeout, headers=dict(spec.headers),
-            stream_usage=spec.stream_usage,
+            stream_usage=spec.stream_usage, responses=responses,
             native_paths=_check_native_paths(file, f"{key}.native_paths", spec.native_paths),
         )
     _check_routing(file, parsed.routing)

@@ -1,4 +1,5 @@
-"""The /v1/models listing: every routable model and group, with the catalog facts about each."""
+"""The /v1/models listing: every routable model and group, with the catalog facts about each, and the
+lookup of one entry (``GET /v1/models/{id}``), which answers exactly what the listing holds for that id."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ class ModelInfo(msgspec.Struct, kw_only=True):
     owned_by: str
     context_window: int | None = None
     max_output_tokens: int | None = None
+    dimensions: int | None = None  # embedding models: the default vector length
     capabilities: Capabilities | None = None
     pricing: Pricing | None = None
     providers: list[str]
@@ -33,6 +35,7 @@ def _info(model_id: str, deployment: Deployment, providers: list[str]) -> ModelI
         id=model_id, owned_by=deployment.provider.name, providers=providers,
         context_window=entry.context_window if entry else None,
         max_output_tokens=entry.max_output_tokens if entry else None,
+        dimensions=entry.dimensions if entry else None,
         capabilities=deployment.capabilities if entry else None,
         pricing=entry.pricing if entry else None,
     )
@@ -55,3 +58,15 @@ def model_list(table: RouteTable) -> ModelListing:
     # ``auto`` first, then the groups by name (a tuple: a bool key alone would be compared with a str).
     data.extend(_group_info(g) for g in sorted(groups, key=lambda g: (g.name != AUTO, g.name)))
     return ModelListing(data=data)
+
+
+def model_entry(table: RouteTable, model_id: str) -> ModelInfo | None:
+    """The listing's entry for ``model_id`` (the first, as a client scanning the list would find it)."""
+    served = table.by_name.get(model_id)
+    if served:
+        return _info(model_id, served[0], [d.provider.name for d in served])
+    deployment = table.deployments.get(model_id)
+    if deployment is not None:
+        return _info(model_id, deployment, [deployment.provider.name])
+    group = table.auto if model_id == AUTO and table.auto.members else table.groups.get(model_id)
+    return _group_info(group) if group is not None else None

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from gateway import __version__
+from gateway.dialects.embeddings import MAX_DIMENSIONS
 from gateway.dialects.messages import MessagesIn
 from gateway.door import CHAT_RANGES, MAX_MODEL_NAME, MESSAGES_RANGES, Range
 from gateway.errors import ErrorEnvelope
@@ -113,6 +114,34 @@ def document() -> dict[str, Any]:
         "/v1/usage": {"get": _operation("The calling key's spend, remaining budget and limits.", None,
                                         _answer("The key's usage.", {"type": "object"}), openai_errors)},
         "/v1/messages": {"post": message},
+        "/v1/responses": {"post": _operation(
+            "Create a response in OpenAI's Responses format, routed to any configured provider.",
+            {"type": "object", "required": ["input"], "properties": {"model": {**model, "default": "auto"},
+                                                                    "input": {}, "stream": {"type": "boolean"},
+                                                                    "store": {"type": "boolean"}}},
+            _answer("The Response object, or its events.", {"type": "object"}, stream=True), openai_errors)},
+        "/v1/responses/{response_id}": {
+            "get": _operation("One of the calling key's stored responses.", None,
+                              _answer("The Response object.", {"type": "object"}), openai_errors),
+            "delete": _operation("Delete one of the calling key's stored responses.", None,
+                                 _answer("The deletion.", {"type": "object"}), openai_errors),
+            "parameters": [{"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}]},
+        "/v1/responses/{response_id}/input_items": {
+            "get": _operation("A stored response's input items, paged by 'after', 'limit' and 'order'.", None,
+                              _answer("The list.", {"type": "object"}), openai_errors),
+            "parameters": [{"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}]},
+        "/v1/embeddings": {"post": _operation(
+            "Create embeddings for any embedding model (docs/embeddings.md).",
+            {"type": "object", "required": ["input"], "properties": {
+                "model": {**model, "default": "auto"}, "input": {},
+                "encoding_format": {"enum": ["float", "base64"]},
+                "dimensions": {"type": "integer", "minimum": 1, "maximum": MAX_DIMENSIONS},
+                "user": {"type": "string"}}},
+            _answer("The embeddings.", {"type": "object"}), openai_errors)},
+        "/v1/models/{model_id}": {
+            "get": _operation("One entry of the model list.", None, _answer("The model.", {"type": "object"}),
+                              openai_errors),
+            "parameters": [{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}]},
         "/v1/messages/count_tokens": {"post": count},
         "/openai/v1/chat/completions": {"post": _operation(
             "OpenAI's own chat completions, passed through.", _ref("ChatRequest"),

@@ -29,12 +29,13 @@ from gateway.accounting import Meter, encode_routing, estimate_answer_usage, est
 from gateway.catalog import Pricing
 from gateway.config import RoutingConfig
 from gateway.dialects.chat import ChatCall
+from gateway.dialects.embeddings import EmbeddingsCall
 from gateway.door import header_value
 from gateway.errors import GatewayError, RateLimited, UpstreamTimeout, UpstreamUnreachable
 from gateway.governance import Governor
 from gateway.health import HealthBook, key_rejected
 from gateway.notes import Notes
-from gateway.providers import adapter_for
+from gateway.providers import adapter_for, embedder_for
 from gateway.providers.base import Adapter, ResponseContext, StreamTranslator
 from gateway.router import Deployment, Plan, Requirements, Router, RouteTable
 from gateway.sse import SSEParser, encode_data
@@ -42,6 +43,11 @@ from gateway.upstream import Upstream, UpstreamResponse
 from gateway.wire.openai import Usage
 
 log = logging.getLogger("gateway.pipeline")
+
+# Which adapter serves a target, when some targets take the client's own dialect (a Responses request to a
+# server that speaks Responses is forwarded, not translated); None means the provider's adapter. What the
+# dialect's translation left out (the call's notes) does not apply to a target that gets the client's body.
+AdapterChoice = Callable[[Deployment], Adapter | None]
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 529})
 # A provider answering these about one target says nothing about the next one: fall back.
@@ -139,10 +145,11 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
 class _Run:
     """One request on its way through its plan."""
 
-    call: ChatCall
+    call: ChatCall | EmbeddingsCall
     plan: Plan
     request_id: str
     meter: Meter | None
+    choose: AdapterChoice | None = None
     attempts: list[Attempt] = field(default_factory=list)
 
 
@@ -165,17 +172,21 @@ class Pipeline:
         self.rng = rng or random.Random()
         self.router = Router(health, rng=self.rng)
 
-    def plan(self, call: ChatCall, table: RouteTable, allow: Callable[[str], bool] | None = None) -> Plan:
-        min_reasoning = call.request.min_reasoning_level or None
-        needs = Requirements.of(call, min_reasoning if isinstance(min_reasoning, str) else None)
+    def plan(self, call: ChatCall | EmbeddingsCall, table: RouteTable,
+             allow: Callable[[str], bool] | None = None) -> Plan:
+        if isinstance(call, EmbeddingsCall):
+            needs = Requirements.embeddings(call)
+        else:
+            min_reasoning = call.request.min_reasoning_level or None
+            needs = Requirements.of(call, min_reasoning if isinstance(min_reasoning, str) else None)
         return self.router.plan(table, call.request.model, needs, self.clock(), allow)
 
-    async def run(self, call: ChatCall, plan: Plan, table: RouteTable, *, request_id: str,
-                  meter: Meter | None = None) -> ChatResult:
+    async def run(self, call: ChatCall | EmbeddingsCall, plan: Plan, table: RouteTable, *, request_id: str,
+                  meter: Meter | None = None, choose: AdapterChoice | None = None) -> ChatResult:
         """The answer, or a GatewayError. Whatever way this returns, the meter is settled or handed to
         the stream's ``Relay``: an exception of any kind (a bug, a cancellation when the client left)
         settles it here with nothing charged and one record."""
-        run = _Run(call=call, plan=plan, request_id=request_id, meter=meter)
+        run = _Run(call=call, plan=plan, request_id=request_id, meter=meter, choose=choose)
         try:
             return await self._run(run, table)
         except BaseException as exc:
@@ -190,9 +201,13 @@ class Pipeline:
         body_limit = int(table.config.server.max_upstream_body_mb * 1024 * 1024)
         last_error: GatewayError | None = None
         for deployment in plan.deployments:
-            adapter = adapter_for(deployment.provider.kind)
+            forwarded = run.choose(deployment) if run.choose is not None else None
+            adapter = forwarded or adapter_for(deployment.provider.kind)
+            dialect_notes = Notes() if forwarded is not None else run.call.notes
             try:
-                request = adapter.build_request(call, deployment.target())
+                target = deployment.target()
+                request = (embedder_for(deployment.provider.kind, deployment.key).build_request(call, target)
+                           if isinstance(call, EmbeddingsCall) else adapter.build_request(call, target))
                 self._provider_limit(deployment, plan)
             except GatewayError as exc:  # this target cannot take the request: try the next one
                 run.attempts.append(self._attempt(deployment, exc.status_code, exc.error_type, False, 0.0))
@@ -220,7 +235,7 @@ class Pipeline:
                     run.attempts.append(self._attempt(deployment, response.status, None, True, latency))
                     try:
                         result = self._success(run, deployment, adapter, response, body,
-                                               run.call.notes.merged(request.notes))
+                                               dialect_notes.merged(request.notes))
                     except GatewayError as exc:
                         # A 200 the adapter cannot read (not JSON, not the provider's format): this
                         # target failed, and the next one may still answer.
@@ -304,7 +319,7 @@ class Pipeline:
             "x-gateway-model": header_value(deployment.upstream),
             "x-gateway-attempts": str(len(run.attempts)),
         }
-        effort = run.call.request.reasoning_effort
+        effort = run.call.request.reasoning_effort if isinstance(run.call, ChatCall) else None
         if succeeded and isinstance(effort, str) and deployment.capabilities.reasoning != "none":
             headers["x-gateway-reasoning-effort"] = header_value(effort)
         if notes:
@@ -329,15 +344,20 @@ class Pipeline:
         ctx = ResponseContext(request_id=run.request_id, provider=deployment.provider.name,
                               public_model=deployment.key, include_usage=run.call.include_usage, metadata=meta,
                               report_cost=True, pricing=pricing,
-                              one_tool_call=run.call.request.parallel_tool_calls is False)
+                              one_tool_call=isinstance(run.call, ChatCall)
+                              and run.call.request.parallel_tool_calls is False)
         result = ChatResult(deployment=deployment, headers=self._headers(run, deployment, succeeded=True, notes=notes),
                             metadata=meta)
         if run.call.stream:
             result.chunks = self._stream(run, response, adapter.stream_translator(ctx), deployment, pricing)
             return result
-        result.body, result.usage = adapter.parse_response(body, ctx)
-        if tracing.capture_content:
-            tracing.completion(result.body)
+        if isinstance(run.call, EmbeddingsCall):
+            embedder = embedder_for(deployment.provider.kind, deployment.key)
+            result.body, result.usage = embedder.parse_response(run.call, body, ctx)
+        else:
+            result.body, result.usage = adapter.parse_response(body, ctx)
+            if tracing.capture_content:
+                tracing.completion(result.body)
         if run.meter is not None:
             run.meter.first_byte()
             # No usage in the answer (some compatible servers): charge an estimate rather than nothing.
@@ -398,14 +418,21 @@ class Pipeline:
                         exc.message)
             self.health.circuit(deployment.key).record(self.clock(), False, error=exc.message)
             outcome.status, outcome.error_type = exc.status_code, exc.error_type
-            yield b"".join(pending) + encode_data(exc.body())
+            yield b"".join(pending) + _error_frame(translator, exc)
         except Exception as exc:
             # A bug of ours while translating: logged with its traceback; the client's stream still ends
             # with an error event, and the record says it failed.
             log.error("stream from %s failed inside the gateway (request %s)", deployment.provider.name,
                       run.request_id, exc_info=exc)
             outcome.status, outcome.error_type = 500, "internal_error"
-            yield b"".join(pending) + encode_data(
-                GatewayError("The gateway hit an internal error; it has been logged.").body())
+            yield b"".join(pending) + _error_frame(
+                translator, GatewayError("The gateway hit an internal error; it has been logged."))
         finally:
             settle()
+
+
+def _error_frame(translator: StreamTranslator, exc: GatewayError) -> bytes:
+    """How a failure ends the client's stream: an OpenAI error event, unless the translator relays the
+    client's own dialect (a Responses stream forwarded as is) and frames failures itself (``fail``)."""
+    fail: Callable[[GatewayError], bytes] | None = getattr(translator, "fail", None)
+    return fail(exc) if fail is not None else encode_data(exc.body())

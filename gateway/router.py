@@ -30,6 +30,7 @@ from gateway.catalog import (
 )
 from gateway.config import Config, ModelConfig, Provider, RouteConfig
 from gateway.dialects.chat import ChatCall
+from gateway.dialects.embeddings import EmbeddingsCall
 from gateway.errors import InvalidRequest, ModelNotFound, NoProviders, PermissionDenied
 from gateway.health import HealthBook
 from gateway.providers.base import Target
@@ -81,6 +82,7 @@ class Requirements(msgspec.Struct, frozen=True, kw_only=True):
     prompt_tokens: int = 0  # estimated
     max_tokens: int | None = None  # what the client allows for the answer, if it said
     choices: int = 1  # n: each choice may use max_tokens, so reservations count each
+    embedding: bool = False  # an embeddings request: only embedding models serve it, and only it
 
     @property
     def tokens(self) -> int:
@@ -101,6 +103,10 @@ class Requirements(msgspec.Struct, frozen=True, kw_only=True):
             max_tokens=output if isinstance(output, int) else None,
             choices=req.n if isinstance(req.n, int) and req.n > 1 else 1,
         )
+
+    @classmethod
+    def embeddings(cls, call: EmbeddingsCall) -> Requirements:
+        return cls(embedding=True, prompt_tokens=call.prompt_tokens())
 
 
 class Plan(msgspec.Struct, kw_only=True):
@@ -149,14 +155,10 @@ class RouteTable:
         for deployment in self.deployments.values():
             self.by_name.setdefault(deployment.name, []).append(deployment)
         self.groups = {name: self._group(name, route) for name, route in config.routes.items() if name != AUTO}
-        auto_route = config.routes.get(AUTO)
-        if auto_route is not None:
-            self.auto = self._auto_from_patterns(auto_route)
-        else:
-            # The models named in config; when config names none, each provider's catalog defaults (cheap,
-            # capable ones), never the whole catalog: that would spread requests over o1 and o3-pro.
-            pool = declared or [d for d in self.deployments.values() if d.entry is not None and d.entry.default]
-            self.auto = Group(name=AUTO, strategy="round-robin", members=_unique(pool))
+        # ``auto`` has two pools: chat models for chat (and the dialects built on it), embedding models for
+        # embeddings. A model the catalog does not know is never taken for an embedding model.
+        self.auto = self._auto(declared, embedding=False)
+        self.auto_embeddings = self._auto(declared, embedding=True)
 
     @staticmethod
     def _entries_for(provider: Provider, catalog: CatalogFile) -> list[CatalogEntry]:
@@ -186,7 +188,18 @@ class RouteTable:
         weights = tuple(route.weights) if route.weights else None
         return Group(name=name, strategy=route.strategy, members=members, weights=weights)
 
-    def _auto_from_patterns(self, route: RouteConfig) -> Group:
+    def _auto(self, declared: list[Deployment], *, embedding: bool) -> Group:
+        route = self.config.routes.get(AUTO)
+        if route is not None:
+            return self._auto_from_patterns(route, embedding)
+        # The models named in config; when config names none, each provider's catalog defaults (cheap,
+        # capable ones), never the whole catalog: that would spread requests over o1 and o3-pro.
+        pool = [d for d in declared if is_embedding(d) is embedding] or [
+            d for d in self.deployments.values() if d.entry is not None and d.entry.default
+            and is_embedding(d) is embedding]
+        return Group(name=AUTO, strategy="round-robin", members=_unique(pool))
+
+    def _auto_from_patterns(self, route: RouteConfig, embedding: bool) -> Group:
         members: list[Deployment] = []
         for pattern in route.targets:
             if any(ch in pattern for ch in "*?["):
@@ -194,7 +207,7 @@ class RouteTable:
             else:
                 members.append(self.lookup(pattern))
         return Group(name=AUTO, strategy=route.strategy if route.strategy != "fallback" else "round-robin",
-                     members=_unique(members))
+                     members=_unique([d for d in members if is_embedding(d) is embedding]))
 
     def lookup(self, model: str) -> Deployment:
         """``provider/model`` -> its deployment; a model no catalog knows gets an unpriced one."""
@@ -205,17 +218,20 @@ class RouteTable:
         provider = self.config.providers[name]
         return Deployment(provider=provider, name=upstream, upstream=upstream, entry=None)
 
-    def resolve(self, model: str) -> tuple[Group, str | None]:
-        """The candidates for a model name, and the provider the client named (if any)."""
+    def resolve(self, model: str, embedding: bool = False) -> tuple[Group, str | None]:
+        """The candidates for a model name, and the provider the client named (if any); ``embedding``
+        picks the embedding models' ``auto``."""
         providers = self.config.providers
         if not providers:
             raise NoProviders(NO_PROVIDER_HINT)
         if model == AUTO:
-            if not self.auto.members:
-                raise ModelNotFound("'auto' has no models to choose from: no configured provider has a default "
-                                    "model in the built-in catalog. Declare models in config (providers.NAME.models "
+            auto = self.auto_embeddings if embedding else self.auto
+            if not auto.members:
+                kind = "embedding model" if embedding else "model"
+                raise ModelNotFound(f"'auto' has no {kind}s to choose from: no configured provider has a default "
+                                    f"{kind} in the built-in catalog. Declare models in config (providers.NAME.models "
                                     "or [[models]]) or list them in [routes.auto] targets.", param="model")
-            return self.auto, None
+            return auto, None
         group = self.groups.get(model)
         if group is not None:
             return group, None
@@ -244,6 +260,11 @@ class RouteTable:
 def auto_pool(table: RouteTable) -> list[str]:
     """What ``auto`` reaches, as ``provider/model``: the start-up banner shows it."""
     return [d.key for d in table.auto.members]
+
+
+def is_embedding(deployment: Deployment) -> bool:
+    """A model the catalog (or config) marks as an embedding model."""
+    return deployment.entry is not None and deployment.entry.capabilities.embedding
 
 
 def _unique(deployments: list[Deployment]) -> tuple[Deployment, ...]:
@@ -283,12 +304,19 @@ _UNMET = {
     "vision": ("messages", "image input"),
     "reasoning": ("min_reasoning_level", "the requested reasoning level"),
     "context": ("max_tokens", "a context window this large"),
+    "embedding": ("model", "embeddings (it needs an embedding model)"),
+    "chat": ("model", "chat (embedding models only create embeddings)"),
 }
 
 
 def unmet(deployment: Deployment, needs: Requirements) -> str | None:
     """The first requirement this deployment fails, or None."""
     caps = deployment.capabilities
+    # A model the catalog does not know may be either kind: the client named it, and its provider decides.
+    if deployment.entry is not None and caps.embedding is not needs.embedding:
+        return "embedding" if needs.embedding else "chat"
+    if needs.embedding:
+        return None  # the rest is about chat; an embedding model's input limit applies to each input alone
     if needs.tools and not caps.tools:
         return "tools"
     if needs.json and not caps.json:
@@ -332,7 +360,7 @@ class Router:
 
     def plan(self, table: RouteTable, model: str, needs: Requirements, now: float,
              allow: Callable[[str], bool] | None = None) -> Plan:
-        group, provider = table.resolve(model)
+        group, provider = table.resolve(model, needs.embedding)
         if allow is not None and not allow(model):
             # The key may not use the name it sent, but may use some of what it stands for.
             kept = [i for i, d in enumerate(group.members) if allow(d.key)]

@@ -29,6 +29,7 @@ from gateway.keys import KeyRing
 from gateway.limits import period_start_day
 from gateway.logs import access
 from gateway.pipeline import Pipeline
+from gateway.responses_store import ResponseStore
 from gateway.router import RouteTable
 from gateway.store import Store, open_store
 from gateway.upstream import Upstream
@@ -81,6 +82,7 @@ class GatewayState:
         self.keys = KeyRing()
         self.keys.set_config_keys(config_principals(config))
         self.usage = UsageRecorder(config.usage)
+        self.responses = ResponseStore()
         self.admin = AdminAuth(shared=self.shared)
         self.last_reload = ReloadResult(at=time.time(), ok=True, message="loaded at start")
         self._reload_now = asyncio.Event()
@@ -98,6 +100,7 @@ class GatewayState:
         await self.admin.load(self.store, self.config)
         await self._load_spend()
         self.usage.start(self.store)
+        self.responses.start(self.store)
         await self.upstream.start()
         self._tasks.append(asyncio.create_task(self._watch_keys(), name="gateway-keys"))
         self._tasks.append(asyncio.create_task(self._prune(), name="gateway-retention"))
@@ -122,6 +125,7 @@ class GatewayState:
         if self.shared is not None:
             await self.shared.close()  # settlements still in flight land on Redis first
         await self.usage.stop()  # every queued usage record lands before the store closes
+        await self.responses.stop()  # ...and every stored response
         access.flush()
         tracing.shutdown()
         metrics.worker_stopped()
@@ -282,12 +286,13 @@ class GatewayState:
             await asyncio.sleep(metrics.REFRESH_SECONDS)
 
     async def _prune(self) -> None:
-        """Request records older than usage.retention_days go; the daily aggregates stay."""
+        """Request records and stored responses older than usage.retention_days go; the daily aggregates stay."""
         assert self.store is not None
         while True:
             try:
                 cutoff = time.time() - self.config.usage.retention_days * 86400
                 deleted = await self.store.prune_requests(cutoff)
+                await self.store.prune_responses(cutoff)
                 if deleted:
                     log.info("pruned %d request records older than %g days", deleted,
                              self.config.usage.retention_days)

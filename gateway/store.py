@@ -150,6 +150,32 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (hour, route, reason)
     );
     """,
+    # Responses API conversation state (store: true): each response with its own input items, its output
+    # items as kept (encrypted reasoning included even when the client did not ask to see it) and the response
+    # it continued, so a previous_response_id chain is walked link by link and no row repeats the history.
+    # Items are found by id (item_reference) through response_items. Owned by the key that made them; pruned
+    # with the request records (usage.retention_days).
+    """
+    CREATE TABLE responses (
+        id TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        model TEXT NOT NULL,
+        previous_response_id TEXT,
+        response TEXT NOT NULL,
+        input_items TEXT NOT NULL,
+        output_items TEXT NOT NULL,
+        PRIMARY KEY (key_id, id)
+    );
+    CREATE INDEX responses_created_at ON responses (created_at);
+    CREATE TABLE response_items (
+        key_id TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        response_id TEXT NOT NULL,
+        PRIMARY KEY (key_id, item_id)
+    );
+    CREATE INDEX response_items_response ON response_items (key_id, response_id);
+    """,
 )
 
 
@@ -185,7 +211,7 @@ class RequestRecord(msgspec.Struct, kw_only=True):
     key_id: str
     key_name: str
     project: str | None
-    mode: Literal["unified", "native", "messages"]
+    mode: Literal["unified", "native", "messages", "embeddings", "responses"]
     stream: bool
     requested_model: str | None
     provider: str | None
@@ -258,6 +284,22 @@ _REQUEST_DETAIL_COLUMNS = (*REQUEST_LIST_COLUMNS, "cost_input", "cost_cached_inp
                            "response_body")
 
 
+class StoredResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """One stored Responses API answer. ``response`` is the Response object as answered; ``input_items`` and
+    ``output_items`` are JSON arrays of this turn's own items (earlier turns are in ``previous_response_id``'s
+    row); ``item_ids`` are the ids those items carry (written to the item index, not read back)."""
+
+    id: str
+    key_id: str
+    created_at: float
+    model: str  # the target that answered, provider/model
+    previous_response_id: str | None
+    response: bytes
+    input_items: bytes
+    output_items: bytes
+    item_ids: tuple[str, ...]
+
+
 class DuplicateName(Exception):
     pass
 
@@ -277,7 +319,8 @@ class StoreUnavailable(Exception):
 TABLES: dict[str, tuple[str, ...]] = {
     "keys": ("id",), "requests": ("id",), "usage_daily": ("day", "key_id", "project", "model"),
     "usage_hourly": ("hour",), "admin_settings": ("name",), "admin_sessions": ("id_hash",),
-    "auth_refusals": ("hour", "route", "reason"),
+    "auth_refusals": ("hour", "route", "reason"), "responses": ("key_id", "id"),
+    "response_items": ("key_id", "item_id"),
 }
 
 
@@ -563,6 +606,52 @@ class Store(abc.ABC):
             if count < batch:
                 return deleted
 
+    # ------------------------------------------------------------------------------------- responses
+
+    async def write_responses(self, rows: Sequence[StoredResponse]) -> None:
+        if not rows:
+            return
+        async with self._transaction() as tx:
+            await tx.executemany(
+                "INSERT INTO responses (id, key_id, created_at, model, previous_response_id, response, input_items, "
+                "output_items) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key_id, id) DO UPDATE SET "
+                "created_at = excluded.created_at, model = excluded.model, "
+                "previous_response_id = excluded.previous_response_id, response = excluded.response, "
+                "input_items = excluded.input_items, output_items = excluded.output_items",
+                [(r.id, r.key_id, r.created_at, r.model, r.previous_response_id, r.response.decode(),
+                  r.input_items.decode(), r.output_items.decode()) for r in rows])
+            await tx.executemany(
+                "INSERT INTO response_items (key_id, item_id, response_id) VALUES (?, ?, ?) "
+                "ON CONFLICT (key_id, item_id) DO UPDATE SET response_id = excluded.response_id",
+                [(r.key_id, item_id, r.id) for r in rows for item_id in r.item_ids])
+
+    async def get_response(self, response_id: str, key_id: str) -> StoredResponse | None:
+        """The response, if this key made it (another key's id reads as unknown)."""
+        rows = await self._fetch(f"SELECT {_RESPONSE_COLUMNS} FROM responses WHERE id = ? AND key_id = ?",
+                                 (response_id, key_id))
+        return _stored_response(rows[0]) if rows else None
+
+    async def response_with_item(self, item_id: str, key_id: str) -> StoredResponse | None:
+        """The response of this key that holds the input or output item ``item_id``."""
+        rows = await self._fetch(
+            f"SELECT {_RESPONSE_COLUMNS} FROM responses WHERE key_id = ? AND id = "
+            "(SELECT response_id FROM response_items WHERE key_id = ? AND item_id = ?)", (key_id, key_id, item_id))
+        return _stored_response(rows[0]) if rows else None
+
+    # Deletes are single autocommit statements, not a transaction: a route handler may be cancelled (its client
+    # left) while it waits, and a BEGIN cancelled in flight would still run on aiosqlite's thread and leave a
+    # transaction open on the shared connection. An item row left without its response finds nothing.
+
+    async def delete_response(self, response_id: str, key_id: str) -> bool:
+        deleted = await self._write("DELETE FROM responses WHERE key_id = ? AND id = ?", (key_id, response_id))
+        await self._write("DELETE FROM response_items WHERE key_id = ? AND response_id = ?", (key_id, response_id))
+        return deleted > 0
+
+    async def prune_responses(self, before: float) -> int:
+        await self._write("DELETE FROM response_items WHERE (key_id, response_id) IN "
+                          "(SELECT key_id, id FROM responses WHERE created_at < ?)", (before,))
+        return await self._write("DELETE FROM responses WHERE created_at < ?", (before,))
+
     # ------------------------------------------------------------------------------------ migrate-store
 
     async def table_rows(self, table: str, *, chunk: int = 500) -> AsyncIterator[tuple[tuple[str, ...], list[Any]]]:
@@ -756,6 +845,15 @@ _POSTGRES_TYPE = {
     "REAL": "DOUBLE PRECISION",
 }
 _POSTGRES_TYPES = re.compile("|".join(rf"\b{re.escape(word)}\b" for word in _POSTGRES_TYPE))
+
+
+_RESPONSE_COLUMNS = "id, key_id, created_at, model, previous_response_id, response, input_items, output_items"
+
+
+def _stored_response(row: Sequence[Any]) -> StoredResponse:
+    return StoredResponse(id=row[0], key_id=row[1], created_at=row[2], model=row[3], previous_response_id=row[4],
+                          response=row[5].encode(), input_items=row[6].encode(), output_items=row[7].encode(),
+                          item_ids=())
 
 
 def _filters(**values: str | None) -> tuple[str, list[str]]:

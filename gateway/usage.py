@@ -30,8 +30,8 @@ log = logging.getLogger("gateway.usage")
 
 PER_TOKEN = 1e-6  # prices are per 1M tokens
 # What a request refused for its key is counted under: a fixed set, so made-up paths add no rows.
-REFUSAL_ROUTES = ("/v1/chat/completions", "/v1/messages", "/v1/models", "/v1/usage", "/admin/api", "/openai",
-                  "/anthropic", "/gemini", "/native")
+REFUSAL_ROUTES = ("/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/responses", "/v1/models",
+                  "/v1/usage", "/admin/api", "/openai", "/anthropic", "/gemini", "/native")
 _CREDENTIAL_HEADERS = (b"authorization", b"x-api-key", b"x-goog-api-key")
 WRITE_ATTEMPTS = 4
 RETRY_PAUSE_MAX = 2.0  # seconds between attempts at most: records flush within 2 s of the store's return

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import importlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -8,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NoReturn
 
 import httpx
 import openai
@@ -16,6 +21,55 @@ import pytest
 from tests.fakes import FakeUpstream, free_port
 
 UPSTREAM_KEY = "sk-upstream-SECRET-never-shown"
+CLIENTS = Path(__file__).parent / "clients"
+IN_CI = os.environ.get("CI") == "true"
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip, saying why; in CI a missing client is a failure, never a silent skip."""
+    if IN_CI:
+        pytest.fail(f"CI must run the real clients: {reason}")
+    pytest.skip(reason)
+
+
+def python_client(module: str) -> Any:
+    """A pinned Python client of the test extra, imported; a checkout without it skips (fails in CI)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        unavailable(f"{module} is not installed (pip install -e '.[test]'): {error}")
+
+
+@pytest.fixture(scope="session")
+def npm_clients() -> Path:
+    """The npm clients pinned in tests/clients/package.json, installed once into a cache folder keyed by that
+    manifest (outside the checkout, so nothing lands in git); a file lock keeps parallel runs from installing
+    twice. The client scripts are copied beside node_modules: ESM imports resolve from the script's folder."""
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        unavailable("node/npm are not installed (Debian: apt-get install nodejs npm)")
+    manifest = (CLIENTS / "package.json").read_bytes()
+    folder = (Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gateway-test-clients"
+              / hashlib.sha256(manifest).hexdigest()[:16])
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = folder / ".installed"
+        if not done.exists():
+            (folder / "package.json").write_bytes(manifest)
+            try:
+                proc = subprocess.run([npm, "install", "--no-audit", "--no-fund"], cwd=folder, capture_output=True,
+                                      text=True, timeout=600)
+            except subprocess.TimeoutExpired:
+                unavailable("npm install of the pinned clients timed out (is the npm registry reachable?)")
+            if proc.returncode != 0:
+                errors = " | ".join(line for line in proc.stderr.splitlines() if "error" in line.lower())
+                unavailable(f"npm install of the pinned clients failed (is the npm registry reachable?): "
+                            f"{errors[:600]}")
+            done.write_text("ok\n")
+        for script in CLIENTS.glob("*.mjs"):
+            shutil.copyfile(script, folder / script.name)
+    return folder
 
 
 @pytest.fixture(scope="session")

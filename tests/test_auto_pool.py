@@ -29,7 +29,8 @@ def table(tmp_path: Path, text: str) -> RouteTable:
 def defaults() -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for entry in CATALOG.models:
-        if entry.default:
+        # Embedding models have defaults of their own: embeddings' `auto` (see tests/test_embeddings.py).
+        if entry.default and not entry.capabilities.embedding:
             found.setdefault(entry.provider, []).append(entry.name)
     return found
 
@@ -43,7 +44,7 @@ def test_every_catalog_provider_has_one_cheap_default() -> None:
     assert marked["anthropic"] == ["claude-haiku-4-5"]
     assert marked["google"] == ["gemini-2.5-flash"]
     for entry in CATALOG.models:
-        if entry.default:
+        if entry.default and not entry.capabilities.embedding:
             assert entry.capabilities.tools and entry.context_window, entry.name
             # Priced, and no dearer than $5 per 1M output tokens: a budgeted key can use it, cheaply.
             assert entry.pricing.output is not None and entry.pricing.output <= 5.0, entry.name

@@ -60,6 +60,9 @@ def test_every_model_is_complete(catalog: CatalogFile) -> None:
         assert m.kind == KINDS.get(m.provider, "openai"), label
         assert m.host == HOSTS[m.provider], label
         assert m.context_window is not None and m.context_window > 0, label
+        if m.capabilities.embedding:  # no answer to limit: a vector of `dimensions` floats instead
+            assert m.max_output_tokens is None and m.dimensions is not None and m.dimensions > 0, label
+            continue
         assert m.max_output_tokens is not None and m.max_output_tokens > 0, label
         assert m.max_output_tokens <= m.context_window, label
 
@@ -75,7 +78,9 @@ def test_prices_are_sane(catalog: CatalogFile) -> None:
         p = m.pricing
         for value in (p.input, p.output, p.cached_input, p.cache_write):
             assert value is None or value >= 0, label
-        if p.input is not None and p.output is not None:
+        if m.capabilities.embedding:  # embeddings bill input only
+            assert p.output in (None, 0.0), label
+        elif p.input is not None and p.output is not None:
             assert p.output >= p.input, label
         if p.input is not None and p.cached_input is not None:
             assert p.cached_input <= p.input, label

@@ -9,78 +9,32 @@ CI (`CI=true`), where a client that cannot be installed fails the run.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import importlib
 import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import httpx
 import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.conftest import UPSTREAM_KEY, RunningGateway, serve_gateway
+from tests.conftest import UPSTREAM_KEY, RunningGateway, python_client, serve_gateway
 from tests.fakes import FakeUpstream, fixture_bytes, sse_reply
 from tests.scripted_fakes import ANTHROPIC_SIGNATURE, GEMINI_SIGNATURE, Script, scripted
 
 ROOT = Path(__file__).resolve().parent.parent
-CLIENT_SCRIPTS = Path(__file__).parent / "clients"
-
-# The versions captured in tests/fixtures/clients/ (see its README); bump them together with new captures.
-NPM_CLIENTS = ("@anthropic-ai/claude-code@2.1.197", "ai@6.0.326", "@ai-sdk/openai@3.0.141",
-               "@ai-sdk/anthropic@3.0.140", "zod@4.6.7")
-CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gateway-test-clients"
 
 # The gateway the README's examples assume, replaced in its Claude Code lines by the test gateway.
 README_BASE = "http://127.0.0.1:8080"
 README_KEY = "sk-proxy-..."
 
 MESSAGES_TARGETS = ["openai/gpt-4o", "google/gemini-2.5-flash", "anthropic/claude-sonnet-4-5"]
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Skip, saying why; in CI a missing client is a failure, never a silent skip."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI must run the real clients: {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def node_clients() -> Path:
-    """The pinned npm clients, installed once (a file lock keeps parallel runs from installing twice)."""
-    npm = shutil.which("npm")
-    if npm is None or shutil.which("node") is None:
-        unavailable("node/npm are not installed (Debian: apt-get install nodejs npm)")
-    folder = CACHE / hashlib.sha256(" ".join(NPM_CLIENTS).encode()).hexdigest()[:12]
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        done = folder / ".installed"
-        if not done.exists():
-            (folder / "package.json").write_text('{"name": "gateway-test-clients", "private": true}\n')
-            try:
-                proc = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--save-exact", *NPM_CLIENTS],
-                                      cwd=folder, capture_output=True, text=True, timeout=600)
-            except subprocess.TimeoutExpired:
-                unavailable("npm install of the pinned clients timed out (is registry.npmjs.org reachable?)")
-            if proc.returncode != 0:
-                errors = " | ".join(line for line in proc.stderr.splitlines() if "error" in line)
-                unavailable(f"npm install of the pinned clients failed (is registry.npmjs.org reachable?): "
-                            f"{errors[:600]}")
-            done.write_text("\n".join(NPM_CLIENTS) + "\n")
-        # ESM imports resolve from the script's folder, so the client scripts run from beside node_modules.
-        for script in CLIENT_SCRIPTS.glob("*.mjs"):
-            shutil.copyfile(script, folder / script.name)
-    return folder
 
 
 # ------------------------------------------------------------------------ the gateway and its fakes
@@ -171,21 +125,21 @@ CLAUDE_TARGETS = [pytest.param("", m, id=m) for m in MESSAGES_TARGETS] + [pytest
 
 
 @pytest.mark.parametrize(("route", "model"), CLAUDE_TARGETS)
-def test_claude_code_plain_answer(node_clients: Path, scripted_gateway: Scripted, tmp_path: Path,
+def test_claude_code_plain_answer(npm_clients: Path, scripted_gateway: Scripted, tmp_path: Path,
                                   route: str, model: str | None) -> None:
     scripted_gateway.play(Script(text="Paris is the capital of France."))
-    result = claude(node_clients, scripted_gateway, route, model, "What is the capital of France?", cwd=tmp_path)
+    result = claude(npm_clients, scripted_gateway, route, model, "What is the capital of France?", cwd=tmp_path)
     assert result["result"] == "Paris is the capital of France."
 
 
 @pytest.mark.parametrize(("route", "model"), CLAUDE_TARGETS)
-def test_claude_code_writes_a_file(node_clients: Path, scripted_gateway: Scripted, tmp_path: Path,
+def test_claude_code_writes_a_file(npm_clients: Path, scripted_gateway: Scripted, tmp_path: Path,
                                    route: str, model: str | None) -> None:
     """Turn 1 the model calls Claude Code's Write tool; the file appears; turn 2 the final text."""
     target = tmp_path / "tool_out.txt"
     scripted_gateway.play(Script(tool="Write", args={"file_path": str(target), "content": "written via gateway\n"},
                                  text="I wrote tool_out.txt."))
-    result = claude(node_clients, scripted_gateway, route, model,
+    result = claude(npm_clients, scripted_gateway, route, model,
                     "Write the words 'written via gateway' into tool_out.txt.", cwd=tmp_path)
     assert target.read_text() == "written via gateway\n"
     assert result["result"] == "I wrote tool_out.txt."
@@ -204,23 +158,23 @@ def test_claude_code_writes_a_file(node_clients: Path, scripted_gateway: Scripte
 
 
 @pytest.mark.parametrize(("route", "model"), CLAUDE_TARGETS)
-def test_claude_code_runs_bash(node_clients: Path, scripted_gateway: Scripted, tmp_path: Path,
+def test_claude_code_runs_bash(npm_clients: Path, scripted_gateway: Scripted, tmp_path: Path,
                                route: str, model: str | None) -> None:
     """The same round trip through the Bash tool, allowed the way a root user (CI) must: --allowedTools."""
     target = tmp_path / "bash_out.txt"
     scripted_gateway.play(Script(tool="Bash", args={"command": f"printf 'via bash' > {target}",
                                                     "description": "Write bash_out.txt"}, text="Ran it."))
-    result = claude(node_clients, scripted_gateway, route, model, "Write 'via bash' into bash_out.txt with a shell.",
+    result = claude(npm_clients, scripted_gateway, route, model, "Write 'via bash' into bash_out.txt with a shell.",
                     "--allowedTools", "Bash", cwd=tmp_path)
     assert target.read_text() == "via bash"
     assert result["result"] == "Ran it."
 
 
 @pytest.mark.parametrize(("route", "model"), CLAUDE_TARGETS)
-def test_claude_code_thinking(node_clients: Path, scripted_gateway: Scripted, tmp_path: Path,
+def test_claude_code_thinking(npm_clients: Path, scripted_gateway: Scripted, tmp_path: Path,
                               route: str, model: str | None) -> None:
     scripted_gateway.play(Script(text="Hello, after some thought."))
-    result = claude(node_clients, scripted_gateway, route, model, "Think about it, then say hello.",
+    result = claude(npm_clients, scripted_gateway, route, model, "Think about it, then say hello.",
                     "--settings", '{"alwaysThinkingEnabled": true}', cwd=tmp_path)
     assert result["result"] == "Hello, after some thought."
     if model == "openai/gpt-4o":
@@ -235,12 +189,12 @@ def test_claude_code_thinking(node_clients: Path, scripted_gateway: Scripted, tm
 
 
 @pytest.mark.parametrize(("route", "model"), CLAUDE_TARGETS)
-def test_claude_code_json_schema(node_clients: Path, scripted_gateway: Scripted, tmp_path: Path,
+def test_claude_code_json_schema(npm_clients: Path, scripted_gateway: Scripted, tmp_path: Path,
                                  route: str, model: str | None) -> None:
     schema = {"type": "object", "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
               "required": ["city", "country"], "additionalProperties": False}
     scripted_gateway.play(Script(tool="StructuredOutput", values={"city": "Paris", "country": "France"}))
-    result = claude(node_clients, scripted_gateway, route, model, "Give me the capital of France.",
+    result = claude(npm_clients, scripted_gateway, route, model, "Give me the capital of France.",
                     "--json-schema", json.dumps(schema), cwd=tmp_path)
     answer = result.get("structured_output") or json.loads(result["result"])
     assert answer == {"city": "Paris", "country": "France"}
@@ -290,9 +244,9 @@ AISDK_CASES = [pytest.param(route, model, id=f"{route}-{model}")
 
 
 @pytest.mark.parametrize(("route", "model"), AISDK_CASES)
-def test_aisdk_stream_text_with_tools(node_clients: Path, scripted_gateway: Scripted, route: str, model: str) -> None:
+def test_aisdk_stream_text_with_tools(npm_clients: Path, scripted_gateway: Scripted, route: str, model: str) -> None:
     scripted_gateway.play(Script(tool="weather", args={"city": "Paris"}, text="It is 21 degrees in Paris."))
-    out = aisdk(node_clients, scripted_gateway, route, "streamText", model)
+    out = aisdk(npm_clients, scripted_gateway, route, "streamText", model)
     assert out["errors"] == []
     assert out["toolCalls"] == [{"name": "weather", "input": {"city": "Paris"}}]
     assert out["executed"] == ["Paris"]
@@ -301,21 +255,14 @@ def test_aisdk_stream_text_with_tools(node_clients: Path, scripted_gateway: Scri
 
 
 @pytest.mark.parametrize(("route", "model"), AISDK_CASES)
-def test_aisdk_stream_object(node_clients: Path, scripted_gateway: Scripted, route: str, model: str) -> None:
+def test_aisdk_stream_object(npm_clients: Path, scripted_gateway: Scripted, route: str, model: str) -> None:
     recipe = {"name": "Pancakes", "ingredients": ["flour", "milk", "eggs"], "minutes": 20}
     scripted_gateway.play(Script(values=recipe))
-    out = aisdk(node_clients, scripted_gateway, route, "streamObject", model)
+    out = aisdk(npm_clients, scripted_gateway, route, "streamObject", model)
     assert out == {"object": recipe, "errors": []}
 
 
 # ----------------------------------------------------------------------------------------- LangChain
-
-def langchain(module: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError as error:
-        unavailable(f"{module} is not installed (pip install -e '.[test]'): {error}")
-
 
 class Recipe(BaseModel):
     name: str
@@ -325,7 +272,7 @@ class Recipe(BaseModel):
 
 def test_langchain_openai_structured_output_function_calling_on_gemini(scripted_gateway: Scripted) -> None:
     """`parallel_tool_calls: false` with one named function is satisfiable on Gemini: it must be honoured."""
-    chat_openai = langchain("langchain_openai").ChatOpenAI
+    chat_openai = python_client("langchain_openai").ChatOpenAI
     recipe: dict[str, Any] = {"name": "Pancakes", "ingredients": ["flour", "milk"], "minutes": 20}
     scripted_gateway.play(Script(values=recipe))
     model = chat_openai(model="google/gemini-2.5-flash", base_url=f"{scripted_gateway.gateway.base}/v1",
@@ -338,8 +285,8 @@ def test_langchain_openai_structured_output_function_calling_on_gemini(scripted_
 
 @pytest.mark.parametrize("model", MESSAGES_TARGETS)
 def test_langchain_anthropic_tool_round_trip(scripted_gateway: Scripted, model: str) -> None:
-    chat_anthropic = langchain("langchain_anthropic").ChatAnthropic
-    messages = langchain("langchain_core.messages")
+    chat_anthropic = python_client("langchain_anthropic").ChatAnthropic
+    messages = python_client("langchain_core.messages")
     scripted_gateway.play(Script(tool="weather", args={"city": "Paris"}, text="It is 21 degrees in Paris."))
 
     def weather(city: str) -> str:

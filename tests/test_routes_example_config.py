@@ -23,7 +23,8 @@ from tests.fakes import FakeUpstream
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-proxy-example-config-route-test-0123456789"
 ADMIN = "admin-token-for-the-example-config-test"
-SAMPLES = {"key_id": "cfg_ci", "row_id": "1", "name": "admin.css", "provider": "openai", "path": "v1/models"}
+SAMPLES = {"key_id": "cfg_ci", "row_id": "1", "name": "admin.css", "provider": "openai", "path": "v1/models",
+           "model_id": "openai/gpt-4o", "response_id": "resp_unknown"}
 
 
 def example_config(fake: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

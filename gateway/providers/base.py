@@ -17,6 +17,7 @@ import msgspec
 from gateway.catalog import Pricing, ReasoningLevel
 from gateway.config import Provider
 from gateway.dialects.chat import ChatCall
+from gateway.dialects.embeddings import EmbeddingsCall
 from gateway.errors import GatewayError
 from gateway.notes import Notes
 from gateway.sse import SSEEvent
@@ -102,3 +103,13 @@ class Adapter(Protocol):
     def parse_error(
         self, status: int, body: bytes, headers: Mapping[str, str], provider: str
     ) -> GatewayError: ...
+
+
+class Embedder(Protocol):
+    """The embeddings side of a provider kind that has them (``providers/*_embeddings.py``); its errors are
+    read by the kind's ``Adapter.parse_error``."""
+
+    def build_request(self, call: EmbeddingsCall, target: Target) -> UpstreamRequest: ...
+
+    def parse_response(self, call: EmbeddingsCall, body: bytes, ctx: ResponseContext) -> tuple[bytes, Usage | None]:
+        """The OpenAI embeddings answer, and the provider's token count (None: it sent none)."""

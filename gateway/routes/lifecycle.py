@@ -1,4 +1,4 @@
-"""One request lifecycle, shared by the generation routes that speak a dialect (chat, Messages).
+"""One request lifecycle, shared by the routes that speak a dialect (chat, Messages, embeddings…).
 
 Read the body within its size bound, authenticate, parse, admit (rate limits and the budget reservation),
 run the plan, then answer or relay the stream while listening for the client leaving; a ``finally``
@@ -17,9 +17,10 @@ from typing import Any, Protocol
 from gateway import tracing
 from gateway.accounting import Meter, Mode, open_meter, record_refusal, worst_cost
 from gateway.dialects.chat import ChatCall
+from gateway.dialects.embeddings import EmbeddingsCall
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.governance import Principal
-from gateway.pipeline import ChatResult
+from gateway.pipeline import AdapterChoice, ChatResult
 from gateway.router import Plan
 from gateway.routes.asgi import ClientGone, Receive, Scope, Send, header, read_body, relay, respond
 from gateway.state import GatewayState
@@ -31,11 +32,12 @@ PROJECT_HEADER = b"x-gateway-project-id"
 class Parsed:
     """A request body as its dialect understood it."""
 
-    call: ChatCall
+    call: ChatCall | EmbeddingsCall
     requested_model: str | None
     project: str | None  # the project the request names, if any
     body: bytes
     detail: Any = None  # the dialect's own view of the request, for its answers
+    choose: AdapterChoice | None = None  # targets that take the client's dialect as is (see pipeline.py)
 
 
 class Dialect(Protocol):
@@ -44,7 +46,9 @@ class Dialect(Protocol):
 
     def principal(self, state: GatewayState, scope: Scope) -> Principal: ...
 
-    def parse(self, body: bytes, scope: Scope) -> Parsed: ...
+    async def parse(self, body: bytes, scope: Scope, principal: Principal) -> Parsed:
+        """The body as the call to run. Async for the one dialect that may have to read earlier turns
+        (Responses' previous_response_id); the others never await."""
 
     def error(self, exc: GatewayError, rid: str) -> tuple[bytes, dict[str, str]]: ...
 
@@ -69,9 +73,9 @@ async def serve(dialect: Dialect, state: GatewayState, scope: Scope, receive: Re
     meter: Meter | None = None
     try:
         try:
-            parsed = dialect.parse(await read_body(receive, int(runtime.config.server.max_body_mb * 1024 * 1024)),
-                                   scope)
-            if tracing.capture_content:
+            parsed = await dialect.parse(
+                await read_body(receive, int(runtime.config.server.max_body_mb * 1024 * 1024)), scope, principal)
+            if tracing.capture_content and isinstance(parsed.call, ChatCall):
                 tracing.prompt(parsed.call, dialect.mode)
             project = state.governor.project_for(principal, parsed.project)
             if runtime.config.routing.require_project and not project:
@@ -94,7 +98,8 @@ async def serve(dialect: Dialect, state: GatewayState, scope: Scope, receive: Re
             await fail(exc)
             return
         try:
-            result = await state.pipeline.run(parsed.call, plan, runtime.table, request_id=rid, meter=meter)
+            result = await state.pipeline.run(parsed.call, plan, runtime.table, request_id=rid, meter=meter,
+                                              choose=parsed.choose)
         except GatewayError as exc:
             await fail(exc)
             return

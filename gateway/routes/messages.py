@@ -47,7 +47,7 @@ class MessagesDialect:
         return _principal(state, {name: value for name in ("x-api-key", "authorization")
                                   if (value := header(scope, name.encode())) is not None})
 
-    def parse(self, body: bytes, scope: Scope) -> Parsed:
+    async def parse(self, body: bytes, scope: Scope, principal: Principal) -> Parsed:
         incoming = parse_request(body)
         call = to_chat_call(incoming)
         betas = header(scope, b"anthropic-beta") or ""

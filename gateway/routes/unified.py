@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Request, Response, get
+from litestar.params import FromPath
 
 from gateway.accounting import Mode
 from gateway.dialects.chat import parse_chat
-from gateway.errors import GatewayError
+from gateway.door import header_value
+from gateway.errors import GatewayError, ModelNotFound
 from gateway.governance import Principal
-from gateway.models import model_list
+from gateway.models import model_entry, model_list
 from gateway.pipeline import ChatResult
 from gateway.router import Plan
 from gateway.routes.asgi import Receive, Scope, Send, header
@@ -34,7 +36,7 @@ class ChatDialect:
     def principal(self, state: GatewayState, scope: Scope) -> Principal:
         return state.keys.authenticate(header(scope, b"authorization"))
 
-    def parse(self, body: bytes, scope: Scope) -> Parsed:
+    async def parse(self, body: bytes, scope: Scope, principal: Principal) -> Parsed:
         call = parse_chat(body)
         return Parsed(call=call, requested_model=call.request.model, body=body,
                       project=call.request.project_id or header(scope, PROJECT_HEADER))
@@ -65,6 +67,20 @@ async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
     state = gateway_state(request)
     state.keys.authenticate(request.headers.get("authorization"))
     return Response(encoder.encode(model_list(state.runtime.table)), media_type=JSON)
+
+
+@get("/v1/models/{model_id:path}")
+async def retrieve_model(request: Request[Any, Any, Any], model_id: FromPath[str]) -> Response[bytes]:
+    """One entry of the listing: a plain name, a group, or ``provider/model`` (its slash may come
+    URL-encoded as ``%2F``: the ASGI path arrives decoded, so both spellings reach here alike)."""
+    state = gateway_state(request)
+    state.keys.authenticate(request.headers.get("authorization"))
+    name = model_id.removeprefix("/")
+    found = model_entry(state.runtime.table, name)
+    if found is None:
+        raise ModelNotFound(f"The model '{header_value(name, 256)}' does not exist on this gateway: "
+                            "GET /v1/models lists every model and group it serves.", param="model")
+    return Response(encoder.encode(found), media_type=JSON)
 
 
 @get("/v1/usage")
