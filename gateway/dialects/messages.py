@@ -17,6 +17,15 @@ from typing import Any, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from gateway.dialects.answers import (
+    ChunkReader,
+    FrameError,
+    Said,
+    SaidCall,
+    SaidFunction,
+    decode_completion,
+    read_usage,
+)
 from gateway.dialects.chat import ChatCall, validation_error
 from gateway.door import MESSAGES_RANGES, check_body, check_model_name, check_ranges
 from gateway.errors import GatewayError, InvalidRequest, UnsupportedParameter, UpstreamError
@@ -49,7 +58,7 @@ from gateway.providers.anthropic import (
     thinking_detail,
 )
 from gateway.providers.common import dumps, parse_data_url
-from gateway.sse import SSEParser, encode_event
+from gateway.sse import encode_event
 from gateway.wire.openai import (
     ChatRequest,
     CompletionTokensDetails,
@@ -260,55 +269,6 @@ class MessageStop(_Event, tag="message_stop"):
     pass
 
 
-# What the pipeline hands back, read leniently: OpenAI-compatible servers pass through untranslated and
-# some of them send nulls or extras where OpenAI does not; a member this code does not read is ignored.
-
-
-class _Function(msgspec.Struct):
-    name: str | None = None
-    arguments: str | None = None
-
-
-class _ToolCall(msgspec.Struct):
-    index: int = 0
-    id: str | None = None
-    function: _Function | None = None
-
-
-class _Said(msgspec.Struct):
-    """What a message, or a stream delta, carries."""
-
-    content: str | None = None
-    refusal: str | None = None
-    reasoning: str | None = None
-    reasoning_content: str | None = None
-    reasoning_details: list[dict[str, Any]] | None = None
-    tool_calls: list[_ToolCall] | None = None
-    images: list[dict[str, Any]] | None = None
-
-
-class _Choice(msgspec.Struct):
-    index: int = 0
-    message: _Said | None = None
-    delta: _Said | None = None
-    finish_reason: str | None = None
-
-
-class _FrameError(msgspec.Struct):
-    message: str = ""
-    type: str | None = None
-
-
-class _Completion(msgspec.Struct):
-    """A chat.completion, a stream chunk, or an error frame."""
-
-    choices: list[_Choice] | None = None
-    usage: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)  # msgspec.Raw takes no union
-    error: _FrameError | None = None
-
-
-_completion_decoder = msgspec.json.Decoder(_Completion)
-_usage_decoder = msgspec.json.Decoder(Usage)
 
 # ------------------------------------------------------------------------------------ the request
 
@@ -730,8 +690,8 @@ def _tool_input(arguments: str | None) -> dict[str, Any]:
     return value
 
 
-def _tool_use(call: _ToolCall) -> ToolUseBlock:
-    fn = call.function or _Function()
+def _tool_use(call: SaidCall) -> ToolUseBlock:
+    fn = call.function or SaidFunction()
     if not call.id or not fn.name:
         raise UpstreamError("The model answered with a tool call without its id and name.", status=502,
                             error_type="upstream_error")
@@ -747,26 +707,9 @@ def _image_block(image: dict[str, Any]) -> ImageBlock:
     return ImageBlock(source=Base64Source(media_type=media_type, data=data))
 
 
-def _usage(raw: msgspec.Raw) -> Usage | None:
-    if not raw:
-        return None
-    try:
-        return _usage_decoder.decode(raw)
-    except msgspec.ValidationError:
-        return None  # an odd usage shape from an OpenAI-compatible server: not counted, as in the adapter
-
-
-def _decode(data: bytes) -> _Completion:
-    try:
-        return _completion_decoder.decode(data)
-    except msgspec.DecodeError:
-        raise UpstreamError("The model's answer could not be read as an OpenAI chat completion.", status=502,
-                            error_type="upstream_error") from None
-
-
 def message_from_completion(body: bytes, *, msg_id: str, model: str, prompt_estimate: int) -> bytes:
     """A non-streamed chat.completion as a Messages ``Message``; ``model`` is the name the client sent."""
-    completion = _decode(body)
+    completion = decode_completion(body)
     choice = next((c for c in completion.choices or () if c.index == 0), None)
     if choice is None or choice.message is None:
         raise UpstreamError("The model answered with no choice.", status=502, error_type="upstream_error")
@@ -789,7 +732,7 @@ def message_from_completion(body: bytes, *, msg_id: str, model: str, prompt_esti
     blocks += [_image_block(image) for image in said.images or ()]
     message = MessageOut(id=msg_id, model=model, content=blocks + foreign,
                          stop_reason=stop_reason(choice.finish_reason, bool(said.refusal)),
-                         usage=anthropic_usage(_usage(completion.usage), prompt_estimate))
+                         usage=anthropic_usage(read_usage(completion.usage), prompt_estimate))
     return encoder.encode(message)
 
 
@@ -804,7 +747,7 @@ def error_event(error_type: str, message: str) -> bytes:
 _Kind = Literal["text", "thinking", "tool"]
 
 
-class MessagesStream:
+class MessagesStream(ChunkReader):
     """OpenAI chunks, as the pipeline relays them, in; Messages events out.
 
     Blocks open and close in order with increasing indexes: a delta of another kind (text, thinking, a new
@@ -812,20 +755,17 @@ class MessagesStream:
     message_delta carries the real counts."""
 
     def __init__(self, *, msg_id: str, model: str, prompt_estimate: int) -> None:
+        super().__init__()
         self._id = msg_id
         self._model = model
         self._estimate = prompt_estimate
-        self._parser = SSEParser()
         self._index = -1  # the last block started
         self._is_open = False
         self._open: _Kind | None = None  # the open block's kind, if deltas may continue it
         self._tool = -1  # OpenAI's index of the open tool call
         self._tools_seen: set[int] = set()
         self._foreign: list[dict[str, Any]] = []
-        self._finish: str | None = None
         self._refused = False
-        self._usage: Usage | None = None
-        self.done = False
 
     def start(self) -> bytes:
         message = MessageOut(id=self._id, model=self._model, content=[], stop_reason=None,
@@ -833,53 +773,21 @@ class MessagesStream:
                                                 cache_creation_input_tokens=0, cache_read_input_tokens=0))
         return event(MessageStart(message=message))
 
-    def feed(self, data: bytes) -> list[bytes]:
-        out: list[bytes] = []
-        for sse in self._parser.feed(data):
-            if not self.done:
-                out += self._frame(sse.data)
-        return out
-
-    def close(self) -> list[bytes]:
-        """The relayed stream ended."""
-        out: list[bytes] = []
-        for sse in self._parser.close():
-            if not self.done:
-                out += self._frame(sse.data)
-        if self.done:
-            return out
-        if self._finish is not None:  # a server that sends no [DONE]
-            return out + self._end()
-        self.done = True
-        return [*out, error_event("api_error", "The model's stream ended before its answer was finished.")]
-
     def fail(self, exc: GatewayError) -> bytes:
         self.done = True
         return error_event(error_type_for_status(exc.status_code), exc.message)
 
-    def _frame(self, data: bytes) -> list[bytes]:
-        if data == b"[DONE]":
-            return self._end()
-        frame = _decode(data)
-        if frame.error is not None:
-            self.done = True
-            # The pipeline's frame carries the gateway's error type: Anthropic's when it has that type.
-            kind = frame.error.type or "api_error"
-            return [error_event(kind if kind in STATUS_BY_ERROR_TYPE else "api_error", frame.error.message)]
-        usage = _usage(frame.usage)
-        if usage is not None:
-            self._usage = usage
-        out: list[bytes] = []
-        for choice in frame.choices or ():
-            if choice.index != 0:
-                continue
-            if choice.delta is not None:
-                out += self._said(choice.delta)
-            if choice.finish_reason:
-                self._finish = choice.finish_reason
-        return out
+    def _error(self, error: FrameError) -> list[bytes]:
+        self.done = True
+        # The pipeline's frame carries the gateway's error type: Anthropic's when it has that type.
+        kind = error.type or "api_error"
+        return [error_event(kind if kind in STATUS_BY_ERROR_TYPE else "api_error", error.message)]
 
-    def _said(self, said: _Said) -> list[bytes]:
+    def _cut(self, message: str) -> list[bytes]:
+        self.done = True
+        return [error_event("api_error", message)]
+
+    def _said(self, said: Said) -> list[bytes]:
         out: list[bytes] = []
         reasoning = said.reasoning or said.reasoning_content  # the adapters set both to the same text
         if reasoning:
@@ -922,9 +830,9 @@ class MessagesStream:
             out.append(self._delta(SignatureDelta(signature=block.signature)))
         return out + self._stop()
 
-    def _tool_call(self, call: _ToolCall) -> list[bytes]:
+    def _tool_call(self, call: SaidCall) -> list[bytes]:
         out: list[bytes] = []
-        fn = call.function or _Function()
+        fn = call.function or SaidFunction()
         if self._open != "tool" or call.index != self._tool:
             if call.index in self._tools_seen:
                 raise UpstreamError("The model streamed arguments for a tool call after the next one had started.",

@@ -10,7 +10,7 @@ from typing import Any, Literal, NamedTuple
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from gateway.dialects.messages import _Completion, _completion_decoder, _Said, _ToolCall, _usage
+from gateway.dialects.answers import ChunkReader, FrameError, Said, SaidCall, decode_completion, read_usage
 from gateway.dialects.responses import ResponsesCall, seal
 from gateway.dialects.responses_wire import (
     CustomToolCallOut,
@@ -30,7 +30,7 @@ from gateway.dialects.responses_wire import (
     SummaryText,
 )
 from gateway.errors import GatewayError, UpstreamError
-from gateway.sse import SSEParser, encode_event
+from gateway.sse import encode_event
 from gateway.wire.openai import CompletionTokensDetails, PromptTokensDetails, Usage, encoder
 
 # ----------------------------------------------------------------------------------------- the answer
@@ -87,7 +87,7 @@ def _status(finish_reason: str | None) -> tuple[Literal["completed", "incomplete
     return "completed", None
 
 
-def response_usage(usage: Usage | None) -> ResponseUsage | None:
+def responseread_usage(usage: Usage | None) -> ResponseUsage | None:
     """Chat usage as Responses usage; the counts mean the same (input includes cached tokens)."""
     if usage is None:
         return None
@@ -147,23 +147,15 @@ def _reasoning_item(call: ResponsesCall, item_id: str, text: str, details: list[
     return ReasoningOut(id=item_id, summary=summary, encrypted_content=sealed)
 
 
-def _decode_completion(data: bytes) -> _Completion:
-    try:
-        return _completion_decoder.decode(data)
-    except msgspec.DecodeError:
-        raise UpstreamError("The model's answer could not be read as an OpenAI chat completion.", status=502,
-                            error_type="upstream_error") from None
-
-
 def response_from_completion(body: bytes, call: ResponsesCall, *, resp_id: str, model: str,
                              created_at: int | None = None, gateway: dict[str, Any] | None = None) -> Answer:
     """A non-streamed chat.completion (as the pipeline returns it) as a Response object. ``model`` is the
     name the client sees; ``gateway`` the routing report and notes (the chat answer's ``metadata``)."""
-    completion = _decode_completion(body)
+    completion = decode_completion(body)
     choice = next((c for c in completion.choices or () if c.index == 0), None)
     if choice is None or choice.message is None:
         raise UpstreamError("The model answered with no choice.", status=502, error_type="upstream_error")
-    said: _Said = choice.message
+    said: Said = choice.message
     response = _shell(call, resp_id=resp_id, model=model, created_at=created_at or int(time.time()),
                       gateway=gateway)
     response.status, response.incomplete_details = _status(choice.finish_reason)
@@ -194,7 +186,7 @@ def response_from_completion(body: bytes, call: ResponsesCall, *, resp_id: str, 
         output.append(made)
         stored.append(made)
     response.output = output
-    response.usage = response_usage(_usage(completion.usage))
+    response.usage = responseread_usage(read_usage(completion.usage))
     return Answer(encoder.encode(response), [encoder.encode(item) for item in stored])
 
 
@@ -216,7 +208,7 @@ def _image_item(item_id: str, image: dict[str, Any]) -> ImageGenerationCallOut:
 
 
 def _tool_call_item(call: ResponsesCall, resp_id: str, index: int,
-                    tool_call: _ToolCall) -> FunctionCallOut | CustomToolCallOut:
+                    tool_call: SaidCall) -> FunctionCallOut | CustomToolCallOut:
     fn = tool_call.function
     if not tool_call.id or fn is None or not fn.name:
         raise UpstreamError("The model answered with a tool call without its id and name.", status=502,
@@ -230,7 +222,7 @@ def _tool_call_item(call: ResponsesCall, resp_id: str, index: int,
 _Kind = Literal["reasoning", "message", "tool"]
 
 
-class ResponsesStream:
+class ResponsesStream(ChunkReader):
     """Chat chunks, as the pipeline relays them, in; the Responses event family out, one upstream chunk at
     a time, each event numbered by ``sequence_number``.
 
@@ -244,10 +236,10 @@ class ResponsesStream:
 
     def __init__(self, call: ResponsesCall, *, resp_id: str, model: str, created_at: int | None = None,
                  gateway: dict[str, Any] | None = None) -> None:
+        super().__init__()
         self._call = call
         self._response = _shell(call, resp_id=resp_id, model=model, created_at=created_at or int(time.time()),
                                 gateway=gateway)
-        self._parser = SSEParser()
         self._seq = 0
         self._items: list[tuple[OutputItem, OutputItem]] = []  # (client's, stored) per finished item
         self._open: _Kind | None = None
@@ -261,9 +253,6 @@ class ResponsesStream:
         self._tool_id = ""
         self._tool_name = ""
         self._tools_seen: set[int] = set()
-        self._finish: str | None = None
-        self._usage: Usage | None = None
-        self.done = False
 
     @property
     def response(self) -> Response:
@@ -278,52 +267,20 @@ class ResponsesStream:
         return [self._event("response.created", response=self._response),
                 self._event("response.in_progress", response=self._response)]
 
-    def feed(self, data: bytes) -> list[bytes]:
-        out: list[bytes] = []
-        for sse in self._parser.feed(data):
-            if not self.done:
-                out += self._frame(sse.data)
-        return out
-
-    def close(self) -> list[bytes]:
-        """The relayed stream ended."""
-        out: list[bytes] = []
-        for sse in self._parser.close():
-            if not self.done:
-                out += self._frame(sse.data)
-        if self.done:
-            return out
-        if self._finish is not None:  # a server that sends no [DONE]
-            return out + self._end()
-        return [*out, self._failed("server_error", "The model's stream ended before its answer was finished.")]
-
     def fail(self, exc: GatewayError) -> bytes:
         """A failure after the stream began (the pipeline cannot fall back any more): response.failed."""
         return self._failed("rate_limit_exceeded" if exc.status_code == 429 else "server_error", exc.message)
 
     # -- frames
 
-    def _frame(self, data: bytes) -> list[bytes]:
-        if data == b"[DONE]":
-            return self._end()
-        frame = _decode_completion(data)
-        if frame.error is not None:
-            code = "rate_limit_exceeded" if frame.error.type == "rate_limit_error" else "server_error"
-            return [self._failed(code, frame.error.message)]
-        usage = _usage(frame.usage)
-        if usage is not None:
-            self._usage = usage
-        out: list[bytes] = []
-        for choice in frame.choices or ():
-            if choice.index != 0:
-                continue
-            if choice.delta is not None:
-                out += self._said(choice.delta)
-            if choice.finish_reason:
-                self._finish = choice.finish_reason
-        return out
+    def _error(self, error: FrameError) -> list[bytes]:
+        code = "rate_limit_exceeded" if error.type == "rate_limit_error" else "server_error"
+        return [self._failed(code, error.message)]
 
-    def _said(self, said: _Said) -> list[bytes]:
+    def _cut(self, message: str) -> list[bytes]:
+        return [self._failed("server_error", message)]
+
+    def _said(self, said: Said) -> list[bytes]:
         out: list[bytes] = []
         reasoning = said.reasoning or said.reasoning_content  # the adapters set both to the same text
         if reasoning:
@@ -380,7 +337,7 @@ class ResponsesStream:
             out.append(self._event("response.refusal.delta", **self._where(), delta=text))
         return out
 
-    def _tool_call(self, tool_call: _ToolCall) -> list[bytes]:
+    def _tool_call(self, tool_call: SaidCall) -> list[bytes]:
         out: list[bytes] = []
         fn = tool_call.function
         arguments = fn.arguments if fn is not None and fn.arguments else ""
@@ -485,7 +442,7 @@ class ResponsesStream:
         response = self._response
         response.status, response.incomplete_details = _status(self._finish)
         response.output = [item for item, _ in self._items]
-        response.usage = response_usage(self._usage)
+        response.usage = responseread_usage(self._usage)
         name = "response.completed" if response.status == "completed" else "response.incomplete"
         return [*out, self._event(name, response=response)]
 
@@ -498,7 +455,7 @@ class ResponsesStream:
         response.status = "failed"
         response.error = ResponseError(code=code, message=message)
         response.output = [item for item, _ in self._items]
-        response.usage = response_usage(self._usage)
+        response.usage = responseread_usage(self._usage)
         return b"".join([*closing, self._event("response.failed", response=response)])
 
     def _event(self, kind: str, **members: Any) -> bytes:
