@@ -10,7 +10,7 @@ import pytest
 
 from gateway.config import ConfigErrors, load_config
 from gateway.responses_store import ResponseStore
-from gateway.store import Store, StoredResponse
+from gateway.store import SqliteStore, StoredResponse
 
 
 def row(response_id: str, key: str = "k1", previous: str | None = None, created: float | None = None,
@@ -25,7 +25,7 @@ def row(response_id: str, key: str = "k1", previous: str | None = None, created:
 
 
 async def test_written_behind_and_read_back_by_another_worker(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path)
+    store = await SqliteStore.open(tmp_path)
     writer = ResponseStore()
     writer.start(store)
     writer.put(row("r1"))
@@ -47,7 +47,7 @@ async def test_written_behind_and_read_back_by_another_worker(tmp_path: Path) ->
 
 
 async def test_delete_is_scoped_and_breaks_the_chain(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path)
+    store = await SqliteStore.open(tmp_path)
     responses = ResponseStore()
     responses.start(store)
     responses.put(row("r1"))
@@ -61,7 +61,7 @@ async def test_delete_is_scoped_and_breaks_the_chain(tmp_path: Path) -> None:
 
 
 async def test_the_cache_is_bounded_and_falls_back_to_the_store(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path)
+    store = await SqliteStore.open(tmp_path)
     responses = ResponseStore(entries=2)
     responses.start(store)
     for n in range(5):
@@ -75,7 +75,7 @@ async def test_the_cache_is_bounded_and_falls_back_to_the_store(tmp_path: Path) 
 
 
 async def test_pruned_with_the_request_records(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path)
+    store = await SqliteStore.open(tmp_path)
     await store.write_responses([row("old", created=100.0), row("new")])
     assert await store.prune_responses(time.time() - 60) == 1
     assert await store.get_response("old", "k1") is None and await store.response_with_item("in_old", "k1") is None
