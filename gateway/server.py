@@ -201,6 +201,9 @@ def serve(config: Config, flags: ServeFlags) -> None:
     # Config page would show the file's port.
     os.environ[SERVE_FLAGS_ENV_VAR] = msgspec.json.encode(flags).decode()
     os.environ[MAIN_PID_ENV_VAR] = str(os.getpid())
+    # At the fork itself, not when the worker has started: a main process killed while a worker is still
+    # starting (seen under load in CI) must not leave that worker waiting for it forever.
+    os.register_at_fork(after_in_child=die_with_parent)
     print("\n".join(banner(config, first_start)), file=sys.stderr, flush=True)
     # Before the app's modules are imported: prometheus_client picks its multiprocess storage at import.
     metrics_dir = prepare_multiprocess(config.server.workers)
@@ -226,14 +229,19 @@ def prepare_multiprocess(workers: int) -> str | None:
     return path
 
 
+_watching = False  # this worker watches its parent already (at the fork, or when its app was made)
+
+
 def die_with_parent() -> None:
     """In a worker: exit when the main process goes, however it goes (kill -9 included), so that no orphan
     worker keeps serving the port on its own. Linux sends the worker SIGTERM, its usual graceful stop, the
     moment its parent dies; a thread also watches the parent, for other systems and for a worker whose
     graceful stop does not finish (seen under load: a worker still starting up when its parent died)."""
+    global _watching
     parent = int(os.environ.get(MAIN_PID_ENV_VAR) or 0)
-    if not parent:
+    if not parent or parent == os.getpid() or _watching:
         return
+    _watching = True
     if sys.platform == "linux":
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     threading.Thread(target=_watch_parent, args=(parent,), name="gateway-parent-watch", daemon=True).start()
