@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -70,16 +70,47 @@ class Received:
         return json.loads(self.body)
 
 
-class FakeUpstream:
+class LoopbackServer:
+    """An aiohttp server on a free loopback port, run by an event loop in a thread of its own, so both
+    in-process tests and a gateway running as a real process can reach it. Subclasses answer in ``_handle``."""
+
+    handler_cancellation = False  # True: a handler is cancelled when its client goes away
+
     def __init__(self) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.received: list[Received] = []
-        self._queue: deque[Reply | Callable[[Received], Reply]] = deque()
-        self.default: Callable[[Received], Reply] = _default_reply
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
+
+    def start(self) -> Self:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    async def _start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=self.handler_cancellation)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raise NotImplementedError
+
+
+class FakeUpstream(LoopbackServer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: list[Received] = []
+        self._queue: deque[Reply | Callable[[Received], Reply]] = deque()
+        self.default: Callable[[Received], Reply] = _default_reply
 
     # --------------------------------------------------------------------------------- control
     def reply(self, *replies: Reply | Callable[[Received], Reply]) -> None:
@@ -94,24 +125,6 @@ class FakeUpstream:
     def last(self) -> Received:
         return self.received[-1]
 
-    # ------------------------------------------------------------------------------- lifecycle
-    def start(self) -> FakeUpstream:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    async def _start(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         received = Received(

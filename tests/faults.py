@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from typing import Any
 
 from aiohttp import web
 
-from tests.fakes import free_port
+from tests.fakes import LoopbackServer
 
 PROMPT, COMPLETION = 10, 5
 HUGE_STREAM_EVENT = 60 * 1024 * 1024
@@ -141,35 +140,15 @@ class _Gemini(_Dialect):
         return {"error": {"code": 500, "message": "The fault server failed on purpose.", "status": "INTERNAL"}}
 
 
-class FaultUpstream:
+class FaultUpstream(LoopbackServer):
+    handler_cancellation = True  # a slow stream notices the reader that went away
+
     def __init__(self, *, huge_bytes: int = 3 * 1024 * 1024) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        super().__init__()
         self.huge_bytes = huge_bytes
         self.requests = 0
         self.open_streams = 0  # slow streams still being written
         self.closed_early = 0  # slow streams whose reader went away before the end
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
-
-    def start(self) -> FaultUpstream:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    async def _start(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
