@@ -29,6 +29,7 @@ FEATURES = {
     "reasoning": "Reasoning (`reasoning_effort`, reasoning text returned)",
     "reasoning-signature": "Thinking signatures survive a round trip",
     "image-output": "Image output (`message.images`)",
+    "web-search": "Web search (`web_search_options`; citations as `message.annotations`)",
     "usage": "Usage (prompt, completion, total)",
     "cached-tokens": "Cached prompt tokens",
     "include-usage": "`stream_options.include_usage` final chunk",

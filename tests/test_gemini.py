@@ -393,7 +393,6 @@ def test_tool_schema_keywords_gemini_does_not_take_are_rewritten_and_reported(
     ({"logprobs": True}, "logprobs"),
     ({"top_logprobs": 2}, "top_logprobs"),
     ({"logit_bias": {"50256": -100}}, "logit_bias"),
-    ({"parallel_tool_calls": False}, "parallel_tool_calls"),  # with tool_choice auto: not satisfiable
     ({"store": True}, "store"),
     ({"metadata": {"a": "b"}}, "metadata"),
     ({"service_tier": "flex"}, "service_tier"),

@@ -27,6 +27,18 @@ class SaidCall(msgspec.Struct):
     function: SaidFunction | None = None
 
 
+class SaidCitation(msgspec.Struct):
+    start_index: int = 0
+    end_index: int = 0
+    url: str = ""
+    title: str | None = None
+
+
+class SaidAnnotation(msgspec.Struct):
+    type: str = ""
+    url_citation: SaidCitation | None = None
+
+
 class Said(msgspec.Struct):
     """What a message, or a stream delta, carries."""
 
@@ -37,6 +49,8 @@ class Said(msgspec.Struct):
     reasoning_details: list[dict[str, Any]] | None = None
     tool_calls: list[SaidCall] | None = None
     images: list[dict[str, Any]] | None = None
+    annotations: list[SaidAnnotation] | None = None
+    web_search_queries: list[str] | None = None
 
 
 class Choice(msgspec.Struct):

@@ -26,6 +26,10 @@ from gateway.wire.openai import (
     encoder,
 )
 
+# The hint a Responses web_search tool's ``filters.allowed_domains`` travels as (``tools[i]`` + this):
+# chat's ``web_search_options`` has no domain filter, Anthropic's search tool has one.
+DOMAINS_HINT = ".filters.allowed_domains"
+
 
 class ChatCall:
     """What the pipeline needs to know about one chat request."""

@@ -40,7 +40,7 @@ from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from gateway.dialects.chat import ChatCall, validation_error
+from gateway.dialects.chat import DOMAINS_HINT, ChatCall, validation_error
 from gateway.dialects.responses_wire import (
     REQUEST_FIELDS,
     ContentIn,
@@ -50,6 +50,7 @@ from gateway.dialects.responses_wire import (
 from gateway.door import MAX_TOKENS, Range, check_body, check_model_name, check_ranges
 from gateway.errors import GatewayError, InvalidRequest, UnsupportedParameter
 from gateway.wire.openai import (
+    ApproximateLocation,
     ChatRequest,
     ContentPart,
     FileData,
@@ -64,6 +65,8 @@ from gateway.wire.openai import (
     StreamOptions,
     Tool,
     ToolCall,
+    UserLocation,
+    WebSearchOptions,
     encoder,
     raw_object_decoder,
 )
@@ -98,12 +101,18 @@ INCLUDE_ENCRYPTED = "reasoning.encrypted_content"
 # Top-level members that are hints about cost, caching or presentation: they cannot make a correct answer
 # wrong, and no translated target takes them, so they are left out and reported.
 _HINTS = ("prompt_cache_key", "prompt_cache_retention", "prompt_cache_options", "client_metadata",
-          "context_management", "max_tool_calls")
+          "context_management")
 
-# Tools OpenAI runs on its own servers. A translated target cannot run them, and the model only *may*
-# call them, so they are left out and reported (the clients issue's rule; Codex always sends web_search).
+# OpenAI's web search tool, by every name it has had. A live search becomes chat's web_search_options,
+# which the Anthropic and Gemini adapters offer as their providers' search tools. Codex sends it with
+# ``external_web_access: false`` (cached results only, nothing fetched): no provider's search can promise
+# that, so that one is left out and reported like the hosted tools below.
+WEB_SEARCH_TOOLS = frozenset({"web_search", "web_search_preview", "web_search_2025_08_26",
+                              "web_search_preview_2025_03_11"})
+
+# Tools OpenAI runs on its own servers, that no translated target has. The model only *may* call them, so
+# they are left out and reported (the clients issue's rule).
 HOSTED_TOOLS = frozenset({
-    "web_search", "web_search_preview", "web_search_2025_08_26", "web_search_preview_2025_03_11",
     "file_search", "code_interpreter", "image_generation", "computer_use", "computer_use_preview",
     "computer", "mcp", "local_shell", "shell", "apply_patch", "tool_search",
 })
@@ -181,7 +190,7 @@ async def parse_responses(body: bytes, history: ResponseHistory | None = None) -
     _refuse_unservable(request, notes)
     items = await _resolve_references(_input_items(request.input), history)
     past = await _past_items(request.previous_response_id, history)
-    tools, origins = _tools(request, items, notes)
+    tools, origins, search = _tools(request, items, notes)
     turns = _Turns(origins, notes)
     if isinstance(request.instructions, str) and request.instructions:
         turns.messages.append(Message(role="system", content=request.instructions))
@@ -206,6 +215,7 @@ async def parse_responses(body: bytes, history: ResponseHistory | None = None) -
         response_format=_response_format(request),
         reasoning_effort=request.reasoning.effort if request.reasoning else UNSET,
         service_tier=request.service_tier,
+        web_search_options=search.options if search is not None else UNSET,
         project_id=request.project_id,
         min_reasoning_level=request.min_reasoning_level,
     )
@@ -216,6 +226,14 @@ async def parse_responses(body: bytes, history: ResponseHistory | None = None) -
     call = ChatCall(encoder.encode(chat_raw), chat_raw, chat)
     for path in notes:
         call.notes.ignore(path)
+    if isinstance(request.max_tool_calls, int):
+        # It caps built-in tool calls: the only one a translated target runs is a web search, which
+        # Anthropic caps with its tool's max_uses; the other adapters leave it out and report it.
+        call.hints["max_tool_calls"] = request.max_tool_calls
+    if search is not None:
+        call.names["web_search_options"] = search.path
+        if search.domains is not None:
+            call.hints[search.path + DOMAINS_HINT] = search.domains
     return ResponsesCall(request, call, origins, [_stored_item(item, i) for i, item in enumerate(items)])
 
 
@@ -262,9 +280,13 @@ def _input_items(value: str | list[ItemIn] | UnsetType) -> list[ItemIn]:
 
 async def _resolve_references(items: list[ItemIn], history: ResponseHistory | None) -> list[ItemIn]:
     """``item_reference`` items replaced by the stored items they name (the AI SDK sends one in place of
-    a reasoning item it got from a stored response)."""
+    a reasoning item it got from a stored response), and stored reasoning items sent back by id alone
+    given their encrypted content."""
     out: list[ItemIn] = []
     for i, item in enumerate(items):
+        if item.type == "reasoning" and not item.encrypted_content and history is not None:
+            out.append(await _restored_reasoning(item, history, f"input[{i}].id"))
+            continue
         if item.type != "item_reference":
             out.append(item)
             continue
@@ -280,6 +302,21 @@ async def _resolve_references(items: list[ItemIn], history: ResponseHistory | No
             raise InvalidRequest("A stored item cannot be a reference.", param=param)
         out.append(found)
     return out
+
+
+async def _restored_reasoning(item: ItemIn, history: ResponseHistory, param: str) -> ItemIn:
+    """A reasoning item of a stored response, sent back with its id and summary but no encrypted content:
+    what the OpenAI Agents SDK and LangChain do when ``store`` is left true, as OpenAI keeps that content
+    itself. The stored item has the provider's signatures (Gemini 3 refuses a function call sent back
+    without its thought signature; Anthropic a tool turn without its signed thinking). An id this key has
+    not stored is left as it came: its summary alone is reported as ignored, as before."""
+    if not isinstance(item.id, str) or not item.id:
+        return item
+    stored = await history.item(item.id)
+    found = _decode_stored(stored, param) if stored is not None else None
+    if found is None or found.type != "reasoning" or not isinstance(found.encrypted_content, str):
+        return item
+    return msgspec.structs.replace(item, encrypted_content=found.encrypted_content)
 
 
 async def _past_items(response_id: str | UnsetType | None, history: ResponseHistory | None) -> list[ItemIn]:
@@ -318,11 +355,21 @@ def _nonce() -> str:
 # -------------------------------------------------------------------------------------------- tools
 
 
+class _WebSearch(NamedTuple):
+    """The client's live web_search tool: chat's options for it, where it was, its domain filter."""
+
+    options: WebSearchOptions
+    path: str
+    domains: list[str] | None
+
+
 def _tools(request: ResponsesRequest, items: list[ItemIn],
-           notes: list[str]) -> tuple[list[Tool], dict[str, ToolOrigin]]:
-    """The request's tools, and those of Codex's ``additional_tools`` input items, as chat function tools."""
+           notes: list[str]) -> tuple[list[Tool], dict[str, ToolOrigin], _WebSearch | None]:
+    """The request's tools, and those of Codex's ``additional_tools`` input items, as chat function tools;
+    and the web search asked for."""
     tools: list[Tool] = []
     origins: dict[str, ToolOrigin] = {}
+    searches: list[_WebSearch] = []
     groups: list[tuple[list[dict[str, Any]], str]] = []
     if isinstance(request.tools, list):
         groups.append((request.tools, "tools"))
@@ -331,8 +378,36 @@ def _tools(request: ResponsesRequest, items: list[ItemIn],
             groups.append((item.tools, f"input[{i}].tools"))
     for group, path in groups:
         for k, spec in enumerate(group):
-            _add_tool(spec, f"{path}[{k}]", None, tools, origins, notes)
-    return tools, origins
+            if isinstance(spec.get("type"), str) and spec["type"] in WEB_SEARCH_TOOLS:
+                _add_web_search(spec, f"{path}[{k}]", searches, notes)
+            else:
+                _add_tool(spec, f"{path}[{k}]", None, tools, origins, notes)
+    if len(searches) > 1:
+        raise InvalidRequest("Only one web_search tool can be offered.", param=searches[1].path,
+                             code="invalid_value")
+    return tools, origins, searches[0] if searches else None
+
+
+def _add_web_search(spec: dict[str, Any], path: str, searches: list[_WebSearch], notes: list[str]) -> None:
+    if spec.get("external_web_access") is False:
+        notes.append(path)  # cached results only: see WEB_SEARCH_TOOLS
+        return
+    size = spec.get("search_context_size")
+    if size not in (None, "low", "medium", "high"):
+        raise InvalidRequest(f"Invalid value for '{path}.search_context_size': low, medium or high.",
+                             param=f"{path}.search_context_size", code="invalid_value")
+    options = WebSearchOptions(search_context_size=size or UNSET)
+    where = _member(spec, "user_location", dict, path)
+    if isinstance(where, dict):
+        fields = {name: _member(where, name, str, f"{path}.user_location")
+                  for name in ("city", "country", "region", "timezone")}
+        options.user_location = UserLocation(approximate=ApproximateLocation(**fields))
+    filters = _member(spec, "filters", dict, path)
+    domains = _member(filters, "allowed_domains", list, f"{path}.filters") if isinstance(filters, dict) else UNSET
+    if isinstance(domains, list) and not all(isinstance(domain, str) for domain in domains):
+        raise InvalidRequest(f"'{path}.filters.allowed_domains' must be a list of strings.",
+                             param=f"{path}.filters.allowed_domains", code="invalid_value")
+    searches.append(_WebSearch(options, path, domains if isinstance(domains, list) and domains else None))
 
 
 def _add_tool(spec: dict[str, Any], path: str, namespace: str | None, tools: list[Tool],
@@ -431,8 +506,9 @@ def _tool_choice(choice: str | dict[str, Any] | UnsetType | None, tools: list[To
         names = {_chosen(spec, origins, f"tool_choice.tools[{k}]")
                  for k, spec in enumerate(allowed) if isinstance(spec, dict)}
         return mode, [tool for tool in tools if tool.function.name in names]
-    # A hosted tool (web_search, file_search, mcp...) forced: the answer depends on running it.
-    raise _refuse("tool_choice", f"forces the '{kind}' tool, which a translated model cannot run.")
+    # A hosted tool (web_search, file_search, mcp...) forced: the answer depends on running it, and neither
+    # Anthropic's search nor Gemini's grounding can be made to run.
+    raise _refuse("tool_choice", f"forces the '{kind}' tool, which a translated model cannot be made to run.")
 
 
 def _chosen(spec: dict[str, Any], origins: dict[str, ToolOrigin], param: str) -> str:
@@ -501,7 +577,10 @@ class _Turns:
             case "additional_tools":
                 pass  # its tools are offered with the others (see _tools)
             case kind if kind in _HOSTED_CALL_RECORDS:
-                self._notes.append(path)
+                # A stored response's own records (the searches the gateway reported) are its history, not
+                # something the client sent: naming previous_response_id as ignored would say it was unused.
+                if path != "previous_response_id":
+                    self._notes.append(path)
             case kind:
                 raise _refuse(f"{path}.type", f"'{kind[:40]}' items cannot be given to a translated model.")
 

@@ -10,7 +10,15 @@ from typing import Any, Literal, NamedTuple
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from gateway.dialects.answers import ChunkReader, FrameError, Said, SaidCall, decode_completion, read_usage
+from gateway.dialects.answers import (
+    ChunkReader,
+    FrameError,
+    Said,
+    SaidAnnotation,
+    SaidCall,
+    decode_completion,
+    read_usage,
+)
 from gateway.dialects.responses import ResponsesCall, seal
 from gateway.dialects.responses_wire import (
     CustomToolCallOut,
@@ -27,7 +35,9 @@ from gateway.dialects.responses_wire import (
     Response,
     ResponseError,
     ResponseUsage,
+    SearchAction,
     SummaryText,
+    WebSearchCallOut,
 )
 from gateway.errors import GatewayError, UpstreamError
 from gateway.sse import encode_event
@@ -147,6 +157,18 @@ def _reasoning_item(call: ResponsesCall, item_id: str, text: str, details: list[
     return ReasoningOut(id=item_id, summary=summary, encrypted_content=sealed)
 
 
+def _url_citations(annotations: list[SaidAnnotation] | None) -> list[dict[str, Any]]:
+    """Chat's url_citation annotations as the Responses output_text's (the same members, one level up)."""
+    return [{"type": "url_citation", "start_index": cite.start_index, "end_index": cite.end_index,
+             "url": cite.url, "title": cite.title or ""}
+            for annotation in annotations or () if annotation.type == "url_citation"
+            and (cite := annotation.url_citation) is not None]
+
+
+def _search_item(item_id: str, query: str, status: Literal["in_progress", "completed"]) -> WebSearchCallOut:
+    return WebSearchCallOut(id=item_id, status=status, action=SearchAction(query=query))
+
+
 def response_from_completion(body: bytes, call: ResponsesCall, *, resp_id: str, model: str,
                              created_at: int | None = None, gateway: dict[str, Any] | None = None) -> Answer:
     """A non-streamed chat.completion (as the pipeline returns it) as a Response object. ``model`` is the
@@ -168,9 +190,14 @@ def response_from_completion(body: bytes, call: ResponsesCall, *, resp_id: str, 
         item_id = _item_id("rs", resp_id, 0)
         output.append(_reasoning_item(call, item_id, text, details))
         stored.append(_reasoning_item(call, item_id, text, details, stored=True))
+    for query in said.web_search_queries or ():
+        # The searches went before the answer that cites them, as OpenAI lists them.
+        search = _search_item(_item_id("ws", resp_id, len(output)), query, "completed")
+        output.append(search)
+        stored.append(search)
     parts: list[OutputText | Refusal] = []
     if said.content:
-        parts.append(OutputText(text=said.content))
+        parts.append(OutputText(text=said.content, annotations=_url_citations(said.annotations)))
     if said.refusal:
         parts.append(Refusal(refusal=said.refusal))
     if parts:
@@ -248,6 +275,12 @@ class ResponsesStream(ChunkReader):
         self._details: list[dict[str, Any]] = []  # the open reasoning item's entries
         self._loose: list[dict[str, Any]] = []
         self._parts: list[OutputText | Refusal] = []  # the open message's finished parts
+        self._annotations: list[dict[str, Any]] = []  # the open output_text part's
+        # Chat's annotations index the whole answer's text; a Response's, their output_text part's. A search
+        # streamed between two texts splits the answer into two messages, so the open part's first
+        # character in the answer is what turns one into the other.
+        self._chars = 0
+        self._part_start = 0
         self._part: Literal["text", "refusal"] | None = None
         self._tool_index = -1
         self._tool_id = ""
@@ -291,6 +324,10 @@ class ResponsesStream(ChunkReader):
             out += self._message_text("text", said.content)
         if said.refusal:
             out += self._message_text("refusal", said.refusal)
+        for annotation in _url_citations(said.annotations):
+            out += self._annotation(annotation)
+        for query in said.web_search_queries or ():
+            out += self._search(query)
         for tool_call in said.tool_calls or ():
             out += self._tool_call(tool_call)
         for image in said.images or ():
@@ -305,6 +342,32 @@ class ResponsesStream(ChunkReader):
         self._items.append((item, item))
         return [*out, self._event("response.output_item.added", output_index=index, item=item),
                 self._event("response.output_item.done", output_index=index, item=item)]
+
+    def _annotation(self, annotation: dict[str, Any]) -> list[bytes]:
+        """A citation of the text streamed so far: it belongs to the open output_text part (opened if a
+        citation comes first)."""
+        out = self._message_text("text", "") if self._part != "text" else []
+        shift = self._part_start
+        annotation = {**annotation, "start_index": max(annotation["start_index"] - shift, 0),
+                      "end_index": max(annotation["end_index"] - shift, 0)}
+        out.append(self._event("response.output_text.annotation.added", **self._where(),
+                               annotation_index=len(self._annotations), annotation=annotation))
+        self._annotations.append(annotation)
+        return out
+
+    def _search(self, query: str) -> list[bytes]:
+        """A search the upstream ran arrives whole (its query once known): its item goes through every
+        state at once."""
+        out = self._close_item()
+        index = len(self._items)
+        item_id = self._next_id("ws")
+        done = _search_item(item_id, query, "completed")
+        self._items.append((done, done))
+        out.append(self._event("response.output_item.added", output_index=index,
+                               item=_search_item(item_id, query, "in_progress")))
+        for state in ("in_progress", "searching", "completed"):
+            out.append(self._event(f"response.web_search_call.{state}", item_id=item_id, output_index=index))
+        return [*out, self._event("response.output_item.done", output_index=index, item=done)]
 
     def _reasoning_text(self, text: str) -> list[bytes]:
         out: list[bytes] = []
@@ -327,11 +390,13 @@ class ResponsesStream(ChunkReader):
         if self._part != part:
             out += self._close_part()
             self._part = part
+            self._part_start = self._chars
             empty = {"type": "output_text", "text": "", "annotations": [], "logprobs": []} if part == "text" \
                 else {"type": "refusal", "refusal": ""}
             out.append(self._event("response.content_part.added", **self._where(), part=empty))
         self._text += text
         if part == "text":
+            self._chars += len(text)
             out.append(self._event("response.output_text.delta", **self._where(), delta=text, logprobs=[]))
         else:
             out.append(self._event("response.refusal.delta", **self._where(), delta=text))
@@ -384,7 +449,8 @@ class ResponsesStream(ChunkReader):
         self._text = ""
         part: OutputText | Refusal
         if self._part == "text":
-            part = OutputText(text=text)
+            part = OutputText(text=text, annotations=self._annotations)
+            self._annotations = []
             done = self._event("response.output_text.done", **where, text=text, logprobs=[])
         else:
             part = Refusal(refusal=text)

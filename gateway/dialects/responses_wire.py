@@ -187,7 +187,20 @@ class ImageGenerationCallOut(msgspec.Struct, tag_field="type", tag="image_genera
     output_format: str | UnsetType = UNSET
 
 
-OutputItem = MessageOut | FunctionCallOut | CustomToolCallOut | ReasoningOut | ImageGenerationCallOut
+class SearchAction(msgspec.Struct, tag_field="type", tag="search", kw_only=True, omit_defaults=True):
+    query: str | UnsetType = UNSET
+
+
+class WebSearchCallOut(msgspec.Struct, tag_field="type", tag="web_search_call", kw_only=True):
+    """A web search the upstream ran (Anthropic's web search tool, Gemini's Google Search grounding)."""
+
+    id: str
+    status: Literal["in_progress", "searching", "completed", "failed", "incomplete"]
+    action: SearchAction
+
+
+OutputItem = (MessageOut | FunctionCallOut | CustomToolCallOut | ReasoningOut | ImageGenerationCallOut
+              | WebSearchCallOut)
 
 
 class InputTokensDetails(msgspec.Struct, kw_only=True):

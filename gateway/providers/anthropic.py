@@ -17,7 +17,7 @@ from typing import Any, Literal, NoReturn, TypeVar
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from gateway.dialects.chat import ChatCall
+from gateway.dialects.chat import DOMAINS_HINT, ChatCall
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
@@ -32,6 +32,7 @@ from gateway.providers.common import ChunkWriter, completion, dumps, parse_argum
 from gateway.sse import SSEEvent
 from gateway.upstream import UpstreamRequest
 from gateway.wire.openai import (
+    Annotation,
     ChatRequest,
     CompletionTokensDetails,
     ContentPart,
@@ -44,7 +45,10 @@ from gateway.wire.openai import (
     ResponseFunctionCall,
     ResponseMessage,
     ResponseToolCall,
+    UrlCitation,
     Usage,
+    UserLocation,
+    WebSearchOptions,
 )
 
 # Anthropic has no default for max_tokens (omitting it is a 400), OpenAI does; 4096 is what LiteLLM,
@@ -59,6 +63,9 @@ REASONING_FORMAT = "anthropic-claude-v1"
 # name is reserved: a response's tool_use of this name is the JSON answer, not a tool call.
 JSON_TOOL = "gateway_json_response"
 IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+# The web search server tool's version (GA: no beta header).
+WEB_SEARCH_TOOL: Literal["web_search_20250305"] = "web_search_20250305"
+WEB_SEARCH_NAME = "web_search"
 
 _T = TypeVar("_T")
 _HEADERS = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
@@ -134,6 +141,24 @@ class ToolParam(msgspec.Struct, kw_only=True):
     eager_input_streaming: bool | UnsetType = UNSET
 
 
+class SearchLocation(msgspec.Struct, kw_only=True):
+    type: Literal["approximate"] = "approximate"
+    city: str | UnsetType = UNSET
+    region: str | UnsetType = UNSET
+    country: str | UnsetType = UNSET
+    timezone: str | UnsetType = UNSET
+
+
+class WebSearchToolParam(msgspec.Struct, kw_only=True):
+    """Anthropic's web search server tool: Anthropic runs the searches and bills each one."""
+
+    type: Literal["web_search_20250305"] = WEB_SEARCH_TOOL
+    name: Literal["web_search"] = "web_search"
+    allowed_domains: list[str] | UnsetType = UNSET
+    user_location: SearchLocation | UnsetType = UNSET
+    max_uses: int | UnsetType = UNSET
+
+
 class ToolChoice(msgspec.Struct, kw_only=True):
     type: Literal["auto", "any", "tool", "none"]
     name: str | UnsetType = UNSET
@@ -167,7 +192,7 @@ class MessagesRequest(msgspec.Struct, kw_only=True):
     stream: bool | UnsetType = UNSET
     temperature: float | UnsetType = UNSET
     top_p: float | UnsetType = UNSET
-    tools: list[ToolParam] | UnsetType = UNSET
+    tools: list[ToolParam | WebSearchToolParam] | UnsetType = UNSET
     tool_choice: ToolChoice | UnsetType = UNSET
     thinking: ThinkingConfig | UnsetType = UNSET
     output_config: OutputConfig | UnsetType = UNSET
@@ -194,6 +219,12 @@ class MessageUsage(msgspec.Struct, kw_only=True):
     output_tokens_details: OutputTokensDetails | None = None
 
 
+class Citation(msgspec.Struct, kw_only=True):
+    type: str = ""
+    url: str | None = None
+    title: str | None = None
+
+
 class ResponseBlock(msgspec.Struct, kw_only=True):
     type: str
     text: str = ""
@@ -203,6 +234,7 @@ class ResponseBlock(msgspec.Struct, kw_only=True):
     thinking: str = ""
     signature: str = ""
     data: str = ""
+    citations: list[Citation] | None = None
 
 
 class MessageResponse(msgspec.Struct, kw_only=True):
@@ -218,6 +250,7 @@ class StreamDelta(msgspec.Struct, kw_only=True):
     thinking: str = ""
     signature: str = ""
     stop_reason: str | None = None
+    citation: Citation | None = None  # citations_delta: one more citation of the open text block
 
 
 class ErrorDetail(msgspec.Struct, kw_only=True):
@@ -283,7 +316,10 @@ def build_request(call: ChatCall, target: Target) -> UpstreamRequest:
     system_turns = MID_CONVERSATION_SYSTEM_BETA in call.betas
     system, messages = _convert_messages(req.messages, system_turns=system_turns)
     budget = None if reasoning_unsupported(call, target, notes) else _thinking_budget(req.reasoning_effort)
-    tools = _tools(req)
+    tools: list[ToolParam | WebSearchToolParam] = list(_tools(req))
+    search = _web_search(call, notes)
+    if search is not None:
+        tools.append(search)  # last, so tools[i] still names the client's i-th function
     lowered = lowered_max_tokens(call, target, notes)
     body = MessagesRequest(
         model=target.model,
@@ -295,7 +331,7 @@ def build_request(call: ChatCall, target: Target) -> UpstreamRequest:
         temperature=_temperature(req.temperature),
         top_p=UNSET if req.top_p is None else req.top_p,
         tools=tools or UNSET,
-        tool_choice=_tool_choice(req, has_tools=bool(tools)),
+        tool_choice=_tool_choice(req, has_tools=search is not None or bool(tools)),
         thinking=UNSET if budget is None else ThinkingConfig(budget_tokens=budget),
         metadata=RequestMetadata(user_id=req.user) if req.user else UNSET,
         service_tier=_service_tier(req.service_tier),
@@ -316,13 +352,21 @@ def _take_hints(call: ChatCall, body: MessagesRequest) -> set[str]:
     taken: set[str] = set()
     for i, tool in enumerate(body.tools or ()):
         value = call.hints.get(f"tools[{i}].eager_input_streaming")
-        if isinstance(value, bool):
+        if isinstance(value, bool) and isinstance(tool, ToolParam):
             tool.eager_input_streaming = value
             taken.add(f"tools[{i}].eager_input_streaming")
     management = call.hints.get("context_management")
     if isinstance(management, dict) and (body.thinking or not _clears_thinking(management)):
         body.context_management = management
         taken.add("context_management")
+    search = next((tool for tool in body.tools or () if isinstance(tool, WebSearchToolParam)), None)
+    for path, value in call.hints.items():
+        if search is not None and path.endswith(DOMAINS_HINT) and isinstance(value, list):
+            search.allowed_domains = [str(domain) for domain in value]
+            taken.add(path)
+        elif search is not None and path == "max_tool_calls" and isinstance(value, int):
+            search.max_uses = value  # the Responses cap on built-in tool calls; a search is the only one here
+            taken.add(path)
     return taken
 
 
@@ -545,6 +589,23 @@ def _tools(req: ChatRequest) -> list[ToolParam]:
     return tools
 
 
+def _web_search(call: ChatCall, notes: Notes) -> WebSearchToolParam | None:
+    """``web_search_options`` as Anthropic's web search tool. Anthropic sizes the context it reads itself:
+    ``search_context_size`` is a hint left out and reported."""
+    options = call.request.web_search_options
+    if not isinstance(options, WebSearchOptions):
+        return None
+    if isinstance(options.search_context_size, str):
+        notes.ignore(call.client_path("web_search_options.search_context_size"))
+    tool = WebSearchToolParam()
+    location = options.user_location
+    if isinstance(location, UserLocation):
+        where = location.approximate
+        tool.user_location = SearchLocation(city=where.city, region=where.region, country=where.country,
+                                            timezone=where.timezone)
+    return tool
+
+
 TOOL_CHOICE_TYPES: dict[str, Literal["auto", "any", "none"]] = {"auto": "auto", "required": "any", "none": "none"}
 
 
@@ -709,6 +770,24 @@ def redacted_detail(data: str, index: int | None = None) -> dict[str, Any]:
     return entry
 
 
+# Where a text block's web citations point; other citation kinds (documents) are not asked for by the gateway.
+WEB_CITATION = "web_search_result_location"
+
+
+def annotations_of(citations: list[Citation], start: int, end: int) -> list[Annotation]:
+    """A text block's web citations as url_citation annotations over the block's span of the message's
+    text (Anthropic cites whole blocks: the block is the text the source supports)."""
+    return [Annotation(url_citation=UrlCitation(start_index=start, end_index=end, url=cite.url,
+                                                title=cite.title or ""))
+            for cite in citations if cite.type == WEB_CITATION and cite.url]
+
+
+def search_query(search_input: dict[str, Any]) -> list[str]:
+    """The query of a web_search server_tool_use, as a list of none or one."""
+    query = search_input.get("query")
+    return [query] if isinstance(query, str) else []
+
+
 def parse_response(body: bytes, ctx: ResponseContext) -> tuple[bytes, Usage | None]:
     try:
         reply = _response_decoder.decode(body)
@@ -720,13 +799,21 @@ def parse_response(body: bytes, ctx: ResponseContext) -> tuple[bytes, Usage | No
     thoughts: list[str] = []
     details: list[dict[str, Any]] = []
     tool_calls: list[ResponseToolCall] = []
+    annotations: list[Annotation] = []
+    queries: list[str] = []
+    size = 0  # the characters of text so far: where the next block's annotations start
     json_answer = False
     for block in reply.content:
         match block.type:
             case "text":
                 texts.append(block.text)
+                annotations += annotations_of(block.citations or [], size, size + len(block.text))
+                size += len(block.text)
+            case "server_tool_use" if block.name == WEB_SEARCH_NAME:
+                queries += search_query(block.input)
             case "tool_use" if block.name == JSON_TOOL:
                 texts.append(dumps(block.input))
+                size += len(texts[-1])
                 json_answer = True
             case "tool_use":
                 tool_calls.append(ResponseToolCall(
@@ -743,6 +830,10 @@ def parse_response(body: bytes, ctx: ResponseContext) -> tuple[bytes, Usage | No
         message.reasoning = message.reasoning_content = "".join(thoughts)
     if details:
         message.reasoning_details = details
+    if annotations:
+        message.annotations = annotations
+    if queries:
+        message.web_search_queries = queries
     usage = usage_of(reply.usage, thought=bool(details))
     return completion(ctx, message, _finish_reason(reply.stop_reason, json_answer), usage), usage
 
@@ -766,28 +857,30 @@ STATUS_BY_ERROR_TYPE = {
     "overloaded_error": 529,
 }
 
-_BlockKind = Literal["text", "tool", "json", "thinking", "redacted", "other"]
+_BlockKind = Literal["text", "tool", "json", "thinking", "redacted", "search", "other"]
 
 
 class _OpenBlock:
     """What the translator remembers about one content block between its start and stop events."""
 
-    __slots__ = ("data", "has_arguments", "kind", "signature", "thinking", "tool_index")
+    __slots__ = ("citations", "data", "has_arguments", "kind", "signature", "start", "thinking", "tool_index")
 
-    def __init__(self, kind: _BlockKind, *, tool_index: int = -1, data: str = "") -> None:
+    def __init__(self, kind: _BlockKind, *, tool_index: int = -1, data: str = "", start: int = 0) -> None:
         self.kind: _BlockKind = kind
         self.tool_index = tool_index  # OpenAI's index: the position among tool calls, not Anthropic's block index
         self.has_arguments = False
         self.thinking: list[str] = []
         self.signature = ""
-        self.data = data
+        self.data = data  # redacted thinking's data; a web search's input JSON as it streams
+        self.start = start  # a text block's first character in the message's text
+        self.citations: list[Citation] = []
 
 
 class AnthropicStreamTranslator:
     """Messages stream events in, OpenAI chunks out: a state machine over the event types."""
 
-    __slots__ = ("_blocks", "_details", "_done", "_json_answer", "_provider", "_stop_reason", "_thought", "_tools",
-                 "_upstream_usage", "usage", "writer")
+    __slots__ = ("_annotations", "_blocks", "_chars", "_details", "_done", "_json_answer", "_provider",
+                 "_stop_reason", "_thought", "_tools", "_upstream_usage", "usage", "writer")
 
     def __init__(self, ctx: ResponseContext) -> None:
         self.writer = ChunkWriter(ctx)
@@ -797,6 +890,8 @@ class AnthropicStreamTranslator:
         self._upstream_usage = MessageUsage()
         self._blocks: dict[int, _OpenBlock] = {}
         self._tools = 0
+        self._chars = 0  # characters of text streamed: where a cited block's annotation starts and ends
+        self._annotations = 0  # annotations sent: the next one's index
         self._stop_reason: str | None = None
         self._json_answer = False
         self._thought = False
@@ -852,8 +947,13 @@ class AnthropicStreamTranslator:
     def _start_block(self, index: int, block: ResponseBlock) -> list[bytes]:
         match block.type:
             case "text":
-                self._blocks[index] = _OpenBlock("text")
+                text = self._blocks[index] = _OpenBlock("text", start=self._chars)
+                text.citations += block.citations or ()
                 return self._text(block.text)
+            case "server_tool_use" if block.name == WEB_SEARCH_NAME:
+                # Its input streams as input_json_delta, as a tool_use's does (``{}`` at the start).
+                self._blocks[index] = _OpenBlock("search", data=dumps(block.input) if block.input else "")
+                return []
             case "tool_use" if block.name == JSON_TOOL:
                 self._json_answer = True
                 self._blocks[index] = _OpenBlock("json")
@@ -885,6 +985,10 @@ class AnthropicStreamTranslator:
                 return self._text(delta.text)
             case "input_json_delta", "tool" | "json":
                 return self._arguments(block, delta.partial_json)
+            case "input_json_delta", "search":
+                block.data += delta.partial_json
+            case "citations_delta", "text" if delta.citation is not None:
+                block.citations.append(delta.citation)
             case "thinking_delta", "thinking":
                 return self._thinking(block, delta.thinking)
             case "signature_delta", "thinking":
@@ -898,6 +1002,15 @@ class AnthropicStreamTranslator:
         if block.kind in ("tool", "json") and not block.has_arguments:
             # A call without arguments streams only "" fragments; "{}" keeps the arguments valid JSON.
             return self._arguments(block, "{}")
+        if block.kind == "text":
+            # Citations stream before the text they support: the span is known once the block ends.
+            annotations = annotations_of(block.citations, block.start, self._chars)
+            for annotation in annotations:
+                annotation.index, self._annotations = self._annotations, self._annotations + 1
+            return [self.writer.delta(Delta(annotations=annotations))] if annotations else []
+        if block.kind == "search":
+            queries = search_query(_search_input(block.data))
+            return [self.writer.delta(Delta(web_search_queries=queries))] if queries else []
         # The whole entry, text and signature, once the block is complete: concatenating every chunk's
         # reasoning_details gives exactly the non-stream message's list, ready to be sent back.
         if block.kind == "thinking":
@@ -910,6 +1023,7 @@ class AnthropicStreamTranslator:
         return [self.writer.delta(Delta(reasoning_details=[detail]))]
 
     def _text(self, text: str) -> list[bytes]:
+        self._chars += len(text)
         return [self.writer.delta(Delta(content=text))] if text else []
 
     def _arguments(self, block: _OpenBlock, fragment: str) -> list[bytes]:
@@ -926,6 +1040,16 @@ class AnthropicStreamTranslator:
             return []
         block.thinking.append(text)
         return [self.writer.delta(Delta(reasoning=text, reasoning_content=text))]
+
+
+def _search_input(data: str) -> dict[str, Any]:
+    # Only the query is read from it, to name the search to the client: an input that is not a JSON object
+    # (a provider fault) leaves the search unnamed rather than failing an answer that is otherwise whole.
+    try:
+        value = msgspec.json.decode(data) if data else {}
+    except msgspec.DecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def stream_translator(ctx: ResponseContext) -> AnthropicStreamTranslator:

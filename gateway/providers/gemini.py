@@ -23,6 +23,7 @@ from gateway.providers.common import ChunkWriter, completion_of, dumps, parse_ar
 from gateway.sse import SSEEvent
 from gateway.upstream import UpstreamRequest
 from gateway.wire.openai import (
+    Annotation,
     ChatRequest,
     Choice,
     CompletionTokensDetails,
@@ -31,12 +32,13 @@ from gateway.wire.openai import (
     DeltaFunction,
     DeltaToolCall,
     Message,
-    NamedToolChoice,
     PromptTokensDetails,
     ResponseFunctionCall,
     ResponseMessage,
     ResponseToolCall,
+    UrlCitation,
     Usage,
+    WebSearchOptions,
 )
 
 # The ``format`` of the ``reasoning_details`` entries that carry Gemini's thoughtSignatures (the name
@@ -94,8 +96,13 @@ class FunctionDeclaration(_Wire):
     parameters_json_schema: dict[str, Any] | UnsetType = UNSET
 
 
+class GoogleSearch(_Wire):
+    """Grounding with Google Search (it takes no options through the Gemini API)."""
+
+
 class Tool(_Wire):
-    function_declarations: list[FunctionDeclaration]
+    function_declarations: list[FunctionDeclaration] | UnsetType = UNSET
+    google_search: GoogleSearch | UnsetType = UNSET
 
 
 class FunctionCallingConfig(_Wire):
@@ -136,10 +143,37 @@ class GenerateContentRequest(_Wire):
     generation_config: GenerationConfig | UnsetType = UNSET
 
 
+class WebSource(_Wire):
+    uri: str = ""
+    title: str = ""
+
+
+class GroundingChunk(_Wire):
+    web: WebSource | None = None
+
+
+class Segment(_Wire):
+    # UTF-8 byte offsets into the candidate's text, end exclusive; proto3 JSON leaves out a 0 start.
+    start_index: int = 0
+    end_index: int = 0
+
+
+class GroundingSupport(_Wire):
+    segment: Segment | None = None
+    grounding_chunk_indices: list[int] = []
+
+
+class GroundingMetadata(_Wire):
+    web_search_queries: list[str] = []
+    grounding_chunks: list[GroundingChunk] = []
+    grounding_supports: list[GroundingSupport] = []
+
+
 class Candidate(_Wire):
     content: Content | None = None
     finish_reason: str | None = None
     index: int | None = None  # gemini-2.0 leaves it out: the candidate's position then
+    grounding_metadata: GroundingMetadata | None = None
 
 
 class UsageMetadata(_Wire):
@@ -191,16 +225,21 @@ def build_request(call: ChatCall, target: Target) -> UpstreamRequest:
     if system:
         body.system_instruction = Content(parts=system)
     tools = _tools(call, notes)
-    if tools:
-        body.tools = [Tool(function_declarations=tools)]
+    offered = [Tool(function_declarations=tools)] if tools else []
+    if _google_search(call, notes):
+        offered.append(Tool(google_search=GoogleSearch()))  # a Tool entry of its own, beside the functions
+    if offered:
+        body.tools = offered
     tool_config = _tool_config(req, tools)
     if tool_config is not None:
         body.tool_config = ToolConfig(function_calling_config=tool_config)
     if _is_set(req.user):
         notes.ignore(call.client_path("user"))  # Gemini has no end-user id; OpenAI's serves abuse monitoring
-    if req.parallel_tool_calls is False:
-        # Gemini has no switch, but the one forced function (checked above) makes one call the answer;
-        # should Gemini still call it twice, the translator keeps the first (ResponseContext.one_tool_call).
+    if req.parallel_tool_calls is False and tools and (tool_config is None or tool_config.mode != "NONE"):
+        # Gemini has no switch to forbid parallel calls, and clients send false by default (Codex CLI, with
+        # tool_choice auto): the translator keeps the answer's first call, its signature with it, and leaves
+        # the rest out (ResponseContext.one_tool_call). The headers go before the answer, so this is said
+        # whenever calls may come, not only when one was left out.
         notes.adjust(call.client_path("parallel_tool_calls"), "first call only")
     config = _generation_config(call, target, notes)
     if config != GenerationConfig():
@@ -235,11 +274,6 @@ def _refuse_unsupported(call: ChatCall) -> None:
         raise _unsupported("top_logprobs", "is not supported by Gemini models through this gateway.")
     if req.logit_bias:
         raise _unsupported("logit_bias", "has no Gemini equivalent.")
-    if req.parallel_tool_calls is False and not _one_function_forced(req):
-        raise _unsupported("parallel_tool_calls", "cannot be false here: Gemini has no switch to forbid "
-                                                  "parallel function calls. It can be honoured when "
-                                                  "'tool_choice' forces one function (named, or 'required' "
-                                                  "with a single tool).")
     if req.store:
         raise _unsupported("store", "cannot be true: Gemini does not store completions.")
     if req.metadata:
@@ -247,11 +281,6 @@ def _refuse_unsupported(call: ChatCall) -> None:
                                        "not have.")
     if _is_set(req.service_tier) and req.service_tier not in ("auto", "default"):
         raise _unsupported("service_tier", "only accepts 'auto' or 'default' for Gemini models.")
-
-
-def _one_function_forced(req: ChatRequest) -> bool:
-    choice = req.tool_choice
-    return isinstance(choice, NamedToolChoice) or (choice == "required" and len(req.tools or ()) == 1)
 
 
 # -------------------------------------------------------------------------------------- messages
@@ -458,6 +487,18 @@ def _tools(call: ChatCall, notes: Notes) -> list[FunctionDeclaration]:
                 fn.parameters, call.client_path(f"{param}.function.parameters"), notes)
         declarations.append(declaration)
     return declarations
+
+
+def _google_search(call: ChatCall, notes: Notes) -> bool:
+    """``web_search_options`` asks for Google Search grounding. Gemini's search takes no options: the
+    context size and the user's location are hints left out and reported."""
+    options = call.request.web_search_options
+    if not isinstance(options, WebSearchOptions):
+        return False
+    for name in ("search_context_size", "user_location"):
+        if _is_set(getattr(options, name)):
+            notes.ignore(call.client_path(f"web_search_options.{name}"))
+    return True
 
 
 def _tool_config(req: ChatRequest, tools: list[FunctionDeclaration]) -> FunctionCallingConfig | None:
@@ -676,13 +717,17 @@ def _new_call_id() -> str:
 class _ChoiceState:
     """One candidate, part by part: the same translation for whole responses and streams."""
 
-    __slots__ = ("finish", "one_call", "signatures", "tool_calls")
+    __slots__ = ("cited", "finish", "one_call", "queries", "signatures", "streamed", "text", "tool_calls")
 
-    def __init__(self, one_call: bool = False) -> None:
+    def __init__(self, one_call: bool = False, *, streamed: bool = False) -> None:
         self.one_call = one_call  # the client forbade parallel calls: any after the first are left out
+        self.streamed = streamed  # annotations carry their index in the message's list (see Annotation)
         self.tool_calls = 0
         self.signatures = 0
         self.finish: str | None = None
+        self.text: list[str] = []  # the answer's text so far, which grounding segments index
+        self.queries: list[str] = []  # search queries given so far
+        self.cited: set[tuple[int, int, str]] = set()  # (start byte, end byte, url) given so far
 
     def delta(self, part: Part) -> Delta | None:
         delta = Delta()
@@ -705,6 +750,7 @@ class _ChoiceState:
                 delta.reasoning = delta.reasoning_content = part.text
             else:
                 delta.content = part.text
+                self.text.append(part.text)
         if isinstance(part.thought_signature, str) and part.thought_signature:
             # Where the signature came from (a tool call, or the text) is where it must go back.
             delta.reasoning_details = [{"type": SIGNATURE_TYPE, "data": part.thought_signature,
@@ -712,9 +758,45 @@ class _ChoiceState:
             self.signatures += 1
         return None if delta == Delta() else delta
 
-    def see(self, candidate: Candidate) -> None:
+    def see(self, candidate: Candidate) -> Delta | None:
+        """The candidate's finish, and its grounding (Google Search) as a delta of what is new in it."""
         if candidate.finish_reason:
             self.finish = finish_reason(candidate.finish_reason, self.tool_calls > 0)
+        meta = candidate.grounding_metadata
+        if meta is None:
+            return None
+        queries = [query for query in meta.web_search_queries if query not in self.queries]
+        self.queries += queries
+        annotations = self._annotations(meta)
+        if not queries and not annotations:
+            return None
+        return Delta(annotations=annotations or UNSET, web_search_queries=queries or UNSET)
+
+    def _annotations(self, meta: GroundingMetadata) -> list[Annotation]:
+        """One url_citation per (segment, web source) not given yet. Gemini's segments are UTF-8 byte
+        offsets into the answer's text; OpenAI's indices count characters, so a segment after non-ASCII
+        text starts earlier in characters than in bytes."""
+        text = "".join(self.text).encode()
+        out: list[Annotation] = []
+        for support in meta.grounding_supports:
+            segment = support.segment
+            if segment is None:
+                continue
+            for k in support.grounding_chunk_indices:
+                web = meta.grounding_chunks[k].web if 0 <= k < len(meta.grounding_chunks) else None
+                key = (segment.start_index, segment.end_index, web.uri if web is not None else "")
+                if web is None or not web.uri or key in self.cited:
+                    continue
+                self.cited.add(key)
+                out.append(Annotation(index=len(self.cited) - 1 if self.streamed else UNSET, url_citation=UrlCitation(
+                    start_index=_characters(text, segment.start_index),
+                    end_index=_characters(text, segment.end_index), url=web.uri, title=web.title)))
+        return out
+
+
+def _characters(text: bytes, offset: int) -> int:
+    """The character index of UTF-8 byte ``offset`` in ``text`` (an offset past the end counts to the end)."""
+    return len(text[:max(offset, 0)].decode("utf-8", "ignore"))
 
 
 # Gemini finishReason -> OpenAI finish_reason (table and reasons in docs/gemini.md).
@@ -780,6 +862,12 @@ def _message(deltas: list[Delta]) -> ResponseMessage:
     images = [image for d in deltas for image in d.images or ()]
     if images:
         message.images = images
+    annotations = [entry for d in deltas for entry in d.annotations or ()]
+    if annotations:
+        message.annotations = annotations
+    queries = [query for d in deltas for query in d.web_search_queries or ()]
+    if queries:
+        message.web_search_queries = queries
     return message
 
 
@@ -806,7 +894,9 @@ def parse_response(body: bytes, ctx: ResponseContext) -> tuple[bytes, Usage | No
         state = _ChoiceState(ctx.one_tool_call)
         parts = candidate.content.parts if candidate.content is not None else []
         deltas = [d for part in parts if (d := state.delta(part)) is not None]
-        state.see(candidate)
+        grounding = state.see(candidate)
+        if grounding is not None:
+            deltas.append(grounding)
         index = candidate.index if candidate.index is not None else position
         choices.append(Choice(index=index, message=_message(deltas), finish_reason=state.finish or "stop"))
     return completion_of(ctx, choices, usage), usage
@@ -835,12 +925,14 @@ class GeminiStream:
         frames = []
         for position, candidate in enumerate(record.candidates):
             index = candidate.index if candidate.index is not None else position
-            state = self._choices.setdefault(index, _ChoiceState(self._one_call))
+            state = self._choices.setdefault(index, _ChoiceState(self._one_call, streamed=True))
             for part in candidate.content.parts if candidate.content is not None else ():
                 delta = state.delta(part)
                 if delta is not None:
                     frames.append(self._writer.delta(delta, index))
-            state.see(candidate)
+            grounding = state.see(candidate)
+            if grounding is not None:
+                frames.append(self._writer.delta(grounding, index))
         return frames
 
     def close(self) -> list[bytes]:

@@ -102,6 +102,26 @@ class ResponseFormat(msgspec.Struct, kw_only=True):
     json_schema: JsonSchemaFormat | UnsetType = UNSET
 
 
+class ApproximateLocation(msgspec.Struct, kw_only=True, omit_defaults=True):
+    city: str | UnsetType = UNSET
+    country: str | UnsetType = UNSET
+    region: str | UnsetType = UNSET
+    timezone: str | UnsetType = UNSET
+
+
+class UserLocation(msgspec.Struct, kw_only=True):
+    type: Literal["approximate"] = "approximate"
+    approximate: ApproximateLocation
+
+
+class WebSearchOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """OpenAI's chat ``web_search_options``: the model may search the web (the gateway's common form of web
+    search; each adapter offers its provider's search tool, see docs/responses.md)."""
+
+    search_context_size: Literal["low", "medium", "high"] | UnsetType = UNSET
+    user_location: UserLocation | UnsetType | None = UNSET
+
+
 class StreamOptions(msgspec.Struct, kw_only=True):
     include_usage: bool | UnsetType | None = UNSET
     include_obfuscation: bool | UnsetType | None = UNSET
@@ -134,6 +154,7 @@ class ChatRequest(msgspec.Struct, kw_only=True):
     metadata: dict[str, Any] | UnsetType | None = UNSET
     service_tier: str | UnsetType | None = UNSET
     store: bool | UnsetType | None = UNSET
+    web_search_options: WebSearchOptions | UnsetType | None = UNSET
     # The gateway's own request fields: used for routing and accounting, never sent upstream.
     project_id: str | UnsetType | None = UNSET
     min_reasoning_level: Literal["none", "low", "medium", "high"] | UnsetType | None = UNSET
@@ -162,6 +183,22 @@ class ResponseToolCall(msgspec.Struct, kw_only=True):
     function: ResponseFunctionCall
 
 
+class UrlCitation(msgspec.Struct, kw_only=True):
+    # Character (code point) offsets into the message's content, end exclusive.
+    start_index: int
+    end_index: int
+    url: str
+    title: str
+
+
+class Annotation(msgspec.Struct, kw_only=True):
+    type: Literal["url_citation"] = "url_citation"
+    url_citation: UrlCitation
+    # Streamed only: the entry's position in the message's list, which the openai SDK's stream helper needs
+    # to put a list that arrives over several chunks back together (as for reasoning_details).
+    index: int | UnsetType = UNSET
+
+
 class ResponseMessage(msgspec.Struct, kw_only=True):
     role: str = "assistant"
     content: str | None = None
@@ -171,6 +208,10 @@ class ResponseMessage(msgspec.Struct, kw_only=True):
     reasoning_content: str | UnsetType = UNSET
     reasoning_details: list[dict[str, Any]] | UnsetType = UNSET
     images: list[dict[str, Any]] | UnsetType = UNSET
+    annotations: list[Annotation] | UnsetType = UNSET
+    # The gateway's: the queries of the web searches the upstream ran (Anthropic's server_tool_use, Gemini's
+    # webSearchQueries), one per search, so the Responses dialect can report each as a web_search_call.
+    web_search_queries: list[str] | UnsetType = UNSET
 
 
 class Choice(msgspec.Struct, kw_only=True):
@@ -236,6 +277,8 @@ class Delta(msgspec.Struct, kw_only=True, omit_defaults=True):
     reasoning_content: str | UnsetType = UNSET
     reasoning_details: list[dict[str, Any]] | UnsetType = UNSET
     images: list[dict[str, Any]] | UnsetType = UNSET
+    annotations: list[Annotation] | UnsetType = UNSET
+    web_search_queries: list[str] | UnsetType = UNSET
 
 
 class ChunkChoice(msgspec.Struct, kw_only=True):
