@@ -253,10 +253,10 @@ async def probe(targets: Sequence[Target], *, rounds: int, per_round: int) -> di
             for _ in range(20):
                 await conns[t.name].request(t.raw)
         for r in range(rounds):
-            current = {t.name: [] for t in targets}
+            current: dict[str, list[float]] = {t.name: [] for t in targets}
             for i in range(per_round):
                 # Rotate the order so no target always follows the same one.
-                order = targets[(i + r) % len(targets):] + targets[:(i + r) % len(targets)]
+                order = [*targets[(i + r) % len(targets):], *targets[:(i + r) % len(targets)]]
                 for t in order:
                     began = time.perf_counter()
                     status, body = await conns[t.name].request(t.raw)

@@ -24,19 +24,31 @@ loopback:
   `python -m gateway keys create`, `[routing] retries = 0`, providers `mock` (OpenAI-compatible),
   `mockanthropic` and `mockgemini` pointed at the mock. One worker, pinned to one CPU with `taskset`;
   the mock and the load generators share the other CPU. `whole_box` runs two workers, nothing pinned.
+- **gateway variants** (same gateway, judged against its OpenAI-compatible `gateway` target, ≥ 0.7x: added
+  latency at most the gateway's ÷ 0.7): `gateway-anthropic` and `gateway-gemini` (chat in, translated to
+  the provider's own API), `gateway-messages` (an Anthropic SDK-shaped `/v1/messages` request to the
+  Anthropic provider) and `gateway-responses` (`/v1/responses` translated to the chat-only mock). All four
+  run in `latency` and `throughput`, and in `fixed_rate` for 10 s each in a full run (not in `--quick`).
+- **governance off / on** (`governance`): two fresh gateways on the server CPU. Off: `[usage]` and
+  `[metrics]` disabled, a `[[keys]]` key without limits. On: both enabled and a `[[keys]]` key with
+  `budget_usd`, `rpm` and `tpm` far above what the run sends (every request reserved and settled, none
+  refused). Closed-loop throughput in mirrored order (off on on off), then (full run) added latency one in
+  flight and at 1,000 req/s; on must reach ≥ 0.9x off (added latency at most off's ÷ 0.9).
 
 Drivers: `wrk` (with a Lua script for the POST body) for closed-loop throughput when it is on PATH, else
 processes of a minimal Python HTTP/1.1 client; an open-loop fixed-rate generator whose latency runs from
 each request's *scheduled* send time (no coordinated omission); a sequential prober alternating direct /
 floor / gateway requests one at a time, whose "added" figures are the median over rounds of the
-per-round percentile differences; streams are read over `connection: close` connections, with time to
-first token measured to the first `data:` byte. Memory ("RSS") is the proportional set size (PSS) summed
-over the gateway's process tree (granian main + workers), in MB of 10^6 bytes: the workers are forked
-after the app is imported, so they share those pages with the main process, and PSS counts each shared
-page once (a plain RSS sum would count it twice).
+per-round percentile differences (LiteLLM is probed afterwards with direct alone: it keeps the server CPU
+busy after answering, which the target probed next would pay for); streams are read over
+`connection: close` connections, with time to first token measured to the first `data:` byte. Memory
+("RSS") is the proportional set size (PSS) summed over the gateway's process tree (granian main + workers),
+in MB of 10^6 bytes: the workers are forked after the app is imported, so they share those pages with the
+main process, and PSS counts each shared page once (a plain RSS sum would count it twice).
 
 `--quick` (CI guard, Python drivers only, about 1-2 minutes) fails only on gross regressions judged
-within the run: throughput < 0.3x the floor, added p50 > 5 ms, idle RSS > 200 MB, any error.
+within the run: throughput < 0.3x the floor, governance on < 0.5x off, added p50 > 5 ms, idle RSS > 200 MB,
+any error.
 """
 
 
@@ -84,15 +96,17 @@ def details(figures: dict[str, Any]) -> str:
         parts.append(_table(fig["ms"], ["p50", "p99", "max", "added_p50", "added_p99"]))
     if "fixed_rate" in figures:
         fig = figures["fixed_rate"]
+        variants = f", {fig['variant_seconds']} s per gateway variant" if "variant_seconds" in fig else ""
         parts.append(f"**Fixed {fig['rate']:,.0f} req/s** ({fig['mock_delay_ms']} ms mock, {fig['seconds']} s "
-                     f"per target, latency from the scheduled send), ms:\n")
+                     f"per target{variants}, latency from the scheduled send), ms:\n")
         parts.append(_table(fig["ms"], ["p50", "p99", "max", "added_p50", "added_p99", "errors", "max_lag_ms"]))
     if "throughput" in figures:
         fig = figures["throughput"]
         parts.append(f"**Closed loop**, {fig['connections']} connections, 0 ms mock, {fig['seconds']} s per target "
                      f"({fig['driver']}):\n")
-        rows = {name: {"req/s": rps, "errors": fig["errors"][name]} for name, rps in fig["rps"].items()}
-        parts.append(_table(rows, ["req/s", "errors"]))
+        rows = {name: {"req/s": rps, "errors": fig["errors"][name], "x gateway": fig["vs_openai"].get(name, "")}
+                for name, rps in fig["rps"].items()}
+        parts.append(_table(rows, ["req/s", "errors", "x gateway"]))
     if "streaming" in figures:
         fig = figures["streaming"]
         parts.append(f"**Streaming**, one at a time ({fig['count']} per target, {fig['chunks']} chunks "
@@ -108,6 +122,8 @@ def details(figures: dict[str, Any]) -> str:
                      f"ideal {fig['ideal_s']:g} s): {fig['completed']} completed, {fig['stalled']} stalled; "
                      f"duration p50 {_fmt(d['p50'])} s, p99 {_fmt(d['p99'])} s, max {_fmt(d['max'])} s; "
                      f"longest gap between reads {_fmt(fig['max_gap_s'])} s.\n")
+    if "governance" in figures and "throughput_x" in figures["governance"]:
+        parts.append(governance_details(figures["governance"]))
     if "whole_box" in figures:
         fig = figures["whole_box"]
         parts.append(f"**Whole box**: {fig['workers']} workers, unpinned: {_fmt(fig['rps'])} req/s "
@@ -115,6 +131,22 @@ def details(figures: dict[str, Any]) -> str:
     if "usage" in figures and not figures["usage"].get("available", True):
         parts.append(f"**Usage recording on vs off**: not available ({figures['usage']['note']}).\n")
     return "\n".join(parts)
+
+
+def governance_details(fig: dict[str, Any]) -> str:
+    """Governance off and on side by side: throughput ratio, and (full run) added latency over direct."""
+    text = (f"**Governance on vs off** (fresh gateways, same CPU): on does {_fmt(fig['throughput_x'])}x off's "
+            f"closed-loop req/s (mirrored A B B A, {fig['throughput_errors_on']} errors on).\n")
+    if "fixed_rate" not in fig:
+        return text
+    fixed = fig["fixed_rate"]
+    rows = {name: {"added_p50 (1 in flight)": fig["latency_ms"][name]["added_p50"],
+                   "added_p99 (1 in flight)": fig["latency_ms"][name]["added_p99"],
+                   f"added_p50 ({fixed['rate']:,.0f}/s)": fixed["ms"][name]["added_p50"],
+                   f"added_p99 ({fixed['rate']:,.0f}/s)": fixed["ms"][name]["added_p99"],
+                   "errors": fixed["ms"][name]["errors"]} for name in ("off", "on")}
+    return (text + f"\nAdded over direct, ms ({fixed['mock_delay_ms']} ms mock and {fixed['seconds']} s per "
+            f"gateway at the fixed rate):\n\n" + _table(rows, list(rows["off"])))
 
 
 def _table(rows: dict[str, dict[str, Any]], columns: list[str]) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from statistics import median
-from typing import Any
+from typing import Any, TypeVar
 
 from bench import drivers, servers
 from bench.drivers import Target
@@ -28,11 +28,19 @@ from bench.procs import Layout, Proc, free_port, tree_rss_mb
 from bench.servers import ANTHROPIC_MODEL, GEMINI_MODEL, OPENAI_MODEL, Server
 from bench.stats import added, percentile, slope_per_minute, summary
 
+_T = TypeVar("_T")
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello"}]
 RATE = 1000.0
 # The shared_state scenario's key, declared in its config with a budget and an RPM limit.
 LIMITED_KEY = "sk-proxy-bench-limited-0123456789abcdef"
 STALL_S = 1.0  # a gap this long between two reads of a 20 ms-paced stream is a stall
+# The gateway's other ways in, each judged against the OpenAI-compatible "gateway" target: chat in and the
+# provider's own API out (Anthropic, Gemini), Anthropic Messages in and out (/v1/messages, same dialect as the
+# provider, still parsed and rebuilt), and /v1/responses translated to the chat-only mock.
+VARIANTS = {"gateway-anthropic": "Anthropic translation", "gateway-gemini": "Gemini translation",
+            "gateway-messages": "/v1/messages", "gateway-responses": "/v1/responses"}
+VARIANT_SHARE = 0.7  # the issue's "≥ 0.7x the OpenAI-compatible figure"
+GOVERNANCE_SHARE = 0.9  # and "governance on ≥ 0.9x governance off"
 
 
 @dataclass
@@ -96,21 +104,29 @@ class Run:
             assert self.litellm is not None
             return self.litellm, OPENAI_MODEL
         model = {"gateway": OPENAI_MODEL, "gateway-anthropic": ANTHROPIC_MODEL, "gateway-gemini": GEMINI_MODEL,
-                 "gateway-responses": OPENAI_MODEL}[name]
+                 "gateway-messages": ANTHROPIC_MODEL, "gateway-responses": OPENAI_MODEL}[name]
         return self.gateway, model
 
     def target(self, name: str, *, stream: bool = False) -> Target:
         server, model = self.server(name)
         path = "/v1/chat/completions"
+        headers = server.auth
         body: dict[str, Any] = {"model": model, "messages": MESSAGES}
         if name == "gateway-responses":
             # The same conversation as a Responses request, to the same chat-only mock: translated both ways
             # (and stored, as Responses does by default).
             path = "/v1/responses"
             body = {"model": model, "instructions": MESSAGES[0]["content"], "input": MESSAGES[1]["content"]}
+        elif name == "gateway-messages":
+            # The same conversation as the Anthropic SDK sends it (max_tokens is required there, the key goes in
+            # x-api-key), to the mock's Anthropic route.
+            path = "/v1/messages"
+            headers = {"x-api-key": server.key, "anthropic-version": "2023-06-01"}
+            body = {"model": model, "max_tokens": 256, "system": MESSAGES[0]["content"],
+                    "messages": MESSAGES[1:]}
         if stream:
             body["stream"] = True
-        return Target.post(name, server.port, path, json.dumps(body).encode(), server.auth, close=stream)
+        return Target.post(name, server.port, path, json.dumps(body).encode(), headers, close=stream)
 
     def peers(self, *names: str) -> list[str]:
         """The given targets, plus LiteLLM when it runs in this run."""
@@ -123,6 +139,28 @@ class Run:
 
 def _ms(value: float) -> float:
     return round(value, 3)
+
+
+def share_limit(base_added_ms: float, share: float) -> float:
+    """The most a variant may add when it must do at least ``share`` x as well as ``base``: being ``share`` x
+    as fast means taking ``1 / share`` x the time, so its added latency is at most ``base / share``."""
+    return base_added_ms / share
+
+
+def _check_added(run: Run, scenario: str, ms: dict[str, dict[str, float]], base: str,
+                 others: dict[str, str], share: float, where: str) -> None:
+    """Each of ``others`` (target: label) against ``base``: added p50 and p99 at most base's ÷ ``share``."""
+    for name, label in others.items():
+        for pct in ("p50", "p99"):
+            limit = share_limit(ms[base][f"added_{pct}"], share)
+            run.check(scenario, f"{label}: added {pct}{where}", ms[name][f"added_{pct}"], "ms", "<=", limit,
+                      f"≤ {limit:.3g} ms ({base} ÷ {share:g})")
+
+
+def _chat(name: str, server: Server) -> Target:
+    """The "gateway" target's request, sent to another gateway of the run."""
+    return Target.post(name, server.port, "/v1/chat/completions",
+                       json.dumps({"model": OPENAI_MODEL, "messages": MESSAGES}).encode(), server.auth)
 
 
 # ------------------------------------------------------------------------------------- scenarios
@@ -150,39 +188,61 @@ def startup(run: Run) -> None:
     run.guard("memory", "idle RSS, process tree (median)", median(rss), "MB", "<=", 200)
 
 
+def _probe_apart(run: Run, names: list[str], probe: Callable[[list[str]], dict[str, _T]]
+                 ) -> tuple[dict[str, _T], dict[str, _T]]:
+    """``probe`` (one request in flight, targets interleaved) over ``names``, then, when LiteLLM runs, over
+    direct and LiteLLM alone: LiteLLM keeps the server CPU busy after it answers, so the target that followed
+    it in the rotation paid for it (measured: the floor, probed right after it, added 1.77 ms p50 instead of
+    0.76; the gateway 1.23 instead of 0.75). Returns each name's results and the direct results of the same
+    probe, the baseline of its added figures."""
+    results = probe(names)
+    base = {name: results["direct"] for name in names}
+    if run.litellm is not None:
+        alone = probe(["direct", "litellm"])
+        results["litellm"], base["litellm"] = alone["litellm"], alone["direct"]
+    return results, base
+
+
 def latency(run: Run) -> None:
-    """One request in flight, 0 ms mock: interleaved rounds of direct / floor / gateway requests."""
+    """One request in flight, 0 ms mock: interleaved rounds of direct / floor / gateway (all its variants)
+    requests, then direct / LiteLLM on their own."""
     run.mock_knobs()
     rounds, per_round = (3, 150) if run.opts.quick else (5, 400)
-    names = run.peers("direct", "floor", "gateway")
-    results = asyncio.run(drivers.probe([run.target(n) for n in names], rounds=rounds, per_round=per_round))
+    results, base = _probe_apart(run, ["direct", "floor", "gateway", *VARIANTS], lambda names: asyncio.run(
+        drivers.probe([run.target(n) for n in names], rounds=rounds, per_round=per_round)))
     fig: dict[str, Any] = {"rounds": rounds, "per_round": per_round, "ms": {}}
-    for name in names:
-        pooled = [v for r in results[name] for v in r]
+    for name, rounds_ms in results.items():
+        pooled = [v for r in rounds_ms for v in r]
         fig["ms"][name] = {k: _ms(v) for k, v in summary(pooled).items()}
         if name != "direct":
-            fig["ms"][name]["added_p50"] = _ms(added(results[name], results["direct"], 50))
-            fig["ms"][name]["added_p99"] = _ms(added(results[name], results["direct"], 99))
+            fig["ms"][name]["added_p50"] = _ms(added(rounds_ms, base[name], 50))
+            fig["ms"][name]["added_p99"] = _ms(added(rounds_ms, base[name], 99))
     run.figures["latency"] = fig
     gw = fig["ms"]["gateway"]
-    run.check("latency", "added p50, one in flight", gw["added_p50"], "ms", "<=", 1)
-    run.check("latency", "added p99, one in flight", gw["added_p99"], "ms", "<=", 3)
+    run.check("latency", "added p50, one in flight", gw["added_p50"], "ms", "<=", 0.8)
+    run.check("latency", "added p99, one in flight", gw["added_p99"], "ms", "<=", 2)
+    _check_added(run, "latency", fig["ms"], "gateway", VARIANTS, VARIANT_SHARE, ", one in flight")
     run.guard("latency", "added p50, one in flight", gw["added_p50"], "ms", "<=", 5)
 
 
 def fixed_rate(run: Run) -> None:
-    """Open loop at 1,000 req/s against a 20 ms mock; the gateway's RSS is sampled throughout."""
+    """Open loop at 1,000 req/s against a 20 ms mock; the gateway's RSS is sampled throughout. The variants
+    run 10 s each in a full run and not at all in --quick (the CI guard stays short)."""
     run.mock_knobs(delay_ms=20)
-    seconds = 5 if run.opts.quick else 15
+    seconds, variant_seconds = (5, 0) if run.opts.quick else (15, 10)
     fig: dict[str, Any] = {"rate": RATE, "seconds": seconds, "mock_delay_ms": 20, "ms": {}}
+    if variant_seconds:
+        fig["variant_seconds"] = variant_seconds
     peak = [0.0]
 
     def sample() -> None:
         peak[0] = max(peak[0], tree_rss_mb(run.gateway.proc.pid))
 
-    for name in run.peers("direct", "floor", "gateway"):
-        on_tick: Callable[[], None] | None = sample if name == "gateway" else None
-        result = asyncio.run(drivers.open_loop(run.target(name), rate=RATE, seconds=seconds, on_tick=on_tick))
+    plan = [(name, seconds) for name in run.peers("direct", "floor", "gateway")]
+    plan += [(name, variant_seconds) for name in VARIANTS if variant_seconds]
+    for name, length in plan:
+        on_tick: Callable[[], None] | None = sample if name.startswith("gateway") else None
+        result = asyncio.run(drivers.open_loop(run.target(name), rate=RATE, seconds=length, on_tick=on_tick))
         fig["ms"][name] = {**{k: _ms(v) for k, v in summary(result.latencies_ms).items()},
                            "errors": result.errors, "sent": result.sent, "max_lag_ms": _ms(result.max_lag_ms)}
     direct, gw = fig["ms"]["direct"], fig["ms"]["gateway"]
@@ -195,14 +255,19 @@ def fixed_rate(run: Run) -> None:
     run.check("fixed_rate", "added p99 at 1,000 req/s", gw["added_p99"], "ms", "<=", 5)
     run.check("fixed_rate", "errors at 1,000 req/s", gw["errors"], "", "<=", 0, "0")
     run.guard("fixed_rate", "errors at 1,000 req/s", gw["errors"], "", "<=", 0, "0")
+    if variant_seconds:
+        _check_added(run, "fixed_rate", fig["ms"], "gateway", VARIANTS, VARIANT_SHARE, " at 1,000 req/s")
+        for name, label in VARIANTS.items():
+            run.check("fixed_rate", f"{label}: errors at 1,000 req/s", fig["ms"][name]["errors"], "", "<=", 0, "0")
+            run.guard("fixed_rate", f"errors ({name})", fig["ms"][name]["errors"], "", "<=", 0, "0")
     run.check("memory", "peak RSS under 1,000 req/s", peak[0], "MB", "<=", 200)
 
 
 def throughput(run: Run) -> None:
-    """Closed loop, 64 connections, 0 ms mock: the mock alone, the floor, the gateway in three dialects."""
+    """Closed loop, 64 connections, 0 ms mock: the mock alone, the floor, the gateway and its variants."""
     run.mock_knobs()
     seconds = 4 if run.opts.quick else 10
-    names = run.peers("direct", "floor", "gateway", "gateway-anthropic", "gateway-gemini", "gateway-responses")
+    names = run.peers("direct", "floor", "gateway", *VARIANTS)
     fig: dict[str, Any] = {"connections": 64, "seconds": seconds, "rps": {}, "errors": {}}
     for name in names:
         result = drivers.closed_loop(run.target(name), connections=64, seconds=seconds, use_wrk=run.use_wrk)
@@ -213,16 +278,12 @@ def throughput(run: Run) -> None:
     fig["gateway_vs_floor"] = round(rps["gateway"] / rps["floor"], 3)
     run.figures["throughput"] = fig
     run.check("throughput", "req/s, 64 connections", rps["gateway"], "req/s", ">=", 3000)
-    run.check("throughput", "x the in-run floor", fig["gateway_vs_floor"], "x", ">=", 0.5)
+    run.check("throughput", "x the in-run floor", fig["gateway_vs_floor"], "x", ">=", 0.8)
     run.guard("throughput", "x the in-run floor", fig["gateway_vs_floor"], "x", ">=", 0.3)
-    for dialect in ("anthropic", "gemini"):
-        ratio = round(rps[f"gateway-{dialect}"] / rps["gateway"], 3)
-        fig[f"{dialect}_vs_openai"] = ratio
-        run.check("throughput", f"{dialect.capitalize()} translation x OpenAI-compatible", ratio, "x", ">=", 0.7)
-    fig["responses_vs_chat"] = round(rps["gateway-responses"] / rps["gateway"], 3)
-    run.check("throughput", "/v1/responses (translated) x /v1/chat/completions", fig["responses_vs_chat"], "x",
-              ">=", 0.7)
-    for name in ("gateway", "gateway-anthropic", "gateway-gemini", "gateway-responses"):
+    fig["vs_openai"] = {name: round(rps[name] / rps["gateway"], 3) for name in VARIANTS}
+    for name, label in VARIANTS.items():
+        run.check("throughput", f"{label} x OpenAI-compatible", fig["vs_openai"][name], "x", ">=", VARIANT_SHARE)
+    for name in ("gateway", *VARIANTS):
         run.guard("throughput", f"errors ({name})", fig["errors"][name], "", "<=", 0, "0")
 
 
@@ -233,23 +294,26 @@ def _span_gap_ms(trace: StreamTrace, chunks: int) -> float:
 
 
 def streaming(run: Run) -> None:
-    """Streams one at a time, interleaved: time to first token and the gap between chunks (10 at 5 ms)."""
+    """Streams one at a time, interleaved (LiteLLM on its own, see ``_probe_apart``): time to first token and
+    the gap between chunks (10 at 5 ms)."""
     chunks, chunk_ms = 10, 5
     run.mock_knobs(chunks=chunks, chunk_ms=chunk_ms)
     count = 30 if run.opts.quick else 150
-    names = run.peers("direct", "floor", "gateway")
-    traces = asyncio.run(drivers.stream_probe([run.target(n, stream=True) for n in names], count=count))
+    traces, base = _probe_apart(run, ["direct", "floor", "gateway"], lambda names: asyncio.run(
+        drivers.stream_probe([run.target(n, stream=True) for n in names], count=count)))
+
+    def figures(runs: list[StreamTrace]) -> dict[str, Any]:
+        ttft = [t.first_event * 1000 for t in runs if t.first_event is not None]
+        gaps = [_span_gap_ms(t, chunks) for t in runs]
+        return {"ttft": {k: _ms(v) for k, v in summary(ttft).items()}, "gap_p50": _ms(percentile(gaps, 50))}
+
     fig: dict[str, Any] = {"chunks": chunks, "chunk_ms": chunk_ms, "count": count, "ms": {}}
-    for name in names:
-        ttft = [t.first_event * 1000 for t in traces[name] if t.first_event is not None]
-        gaps = [_span_gap_ms(t, chunks) for t in traces[name]]
-        fig["ms"][name] = {"ttft": {k: _ms(v) for k, v in summary(ttft).items()},
-                           "gap_p50": _ms(percentile(gaps, 50))}
-    direct = fig["ms"]["direct"]
-    for entry in fig["ms"].values():
+    for name, runs in traces.items():
+        entry, direct = figures(runs), figures(base[name])
         entry["added_ttft_p50"] = _ms(entry["ttft"]["p50"] - direct["ttft"]["p50"])
         entry["added_ttft_p99"] = _ms(entry["ttft"]["p99"] - direct["ttft"]["p99"])
         entry["added_gap"] = _ms(entry["gap_p50"] - direct["gap_p50"])
+        fig["ms"][name] = entry
     run.figures["streaming"] = fig
     gw = fig["ms"]["gateway"]
     run.check("streaming", "added TTFT p50", gw["added_ttft_p50"], "ms", "<=", 3)
@@ -329,9 +393,7 @@ def usage(run: Run) -> None:
         key = servers.create_key(run.opts.gateway_src, config)
         gateway = servers.start_gateway(run.opts.gateway_src, config, port, key, run.layout.server)
         try:
-            target = Target.post("gateway", port, "/v1/chat/completions",
-                                 json.dumps({"model": OPENAI_MODEL, "messages": MESSAGES}).encode(), gateway.auth)
-            result = asyncio.run(drivers.open_loop(target, rate=RATE, seconds=seconds))
+            result = asyncio.run(drivers.open_loop(_chat("gateway", gateway), rate=RATE, seconds=seconds))
         finally:
             gateway.proc.stop()  # a clean stop flushes whatever recording buffers
         fig[label] = {**{k: _ms(v) for k, v in summary(result.latencies_ms).items()}, "errors": result.errors,
@@ -366,9 +428,8 @@ def whole_box(run: Run) -> None:
     try:
         os.sched_setaffinity(run.mock.proc.pid, run.layout.all)
         os.sched_setaffinity(0, run.layout.all)  # the load generator's processes inherit it
-        target = Target.post("gateway", port, "/v1/chat/completions",
-                             json.dumps({"model": OPENAI_MODEL, "messages": MESSAGES}).encode(), gateway.auth)
-        result = drivers.closed_loop(target, connections=64, seconds=10, use_wrk=run.use_wrk, threads=2)
+        result = drivers.closed_loop(_chat("gateway", gateway), connections=64, seconds=10, use_wrk=run.use_wrk,
+                                     threads=2)
     finally:
         os.sched_setaffinity(0, own)
         os.sched_setaffinity(run.mock.proc.pid, run.layout.client)
@@ -455,19 +516,25 @@ class _OtlpSink:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
+def _mirrored(run: Run, a: Target, b: Target, seconds: float) -> tuple[float, int]:
+    """``b``'s closed-loop throughput as a multiple of ``a``'s, each measured twice (``seconds`` each) in
+    mirrored order, A B B A, so a drifting load weighs on both alike; and ``b``'s errors."""
+    rates: dict[str, float] = {a.name: 0.0, b.name: 0.0}
+    errors = 0
+    for target in (a, b, b, a):
+        result = drivers.closed_loop(target, connections=64, seconds=seconds, use_wrk=run.use_wrk)
+        rates[target.name] += result.rps
+        errors += result.errors if target is b else 0
+    return round(rates[b.name] / max(rates[a.name], 1e-9), 3), errors
+
+
 def _compare(run: Run, base: tuple[str, Server], other: tuple[str, Server]) -> tuple[float, float]:
     """``other``'s added p50 over ``base`` (interleaved, one in flight) and its throughput as a multiple of
-    ``base``'s (closed loop, each measured twice in mirrored order, A B B A, so a drifting load weighs on
-    both alike)."""
-    body = json.dumps({"model": OPENAI_MODEL, "messages": MESSAGES}).encode()
-    a, b = (Target.post(name, server.port, "/v1/chat/completions", body, server.auth) for name, server in (base, other))
+    ``base``'s (mirrored closed loop)."""
+    a, b = _chat(*base), _chat(*other)
     rounds, per_round = (3, 150) if run.opts.quick else (5, 400)
     results = asyncio.run(drivers.probe([a, b], rounds=rounds, per_round=per_round))
-    seconds = 2 if run.opts.quick else 5
-    rates: dict[str, float] = {a.name: 0.0, b.name: 0.0}
-    for target in (a, b, b, a):
-        rates[target.name] += drivers.closed_loop(target, connections=64, seconds=seconds, use_wrk=run.use_wrk).rps
-    return _ms(added(results[b.name], results[a.name], 50)), round(rates[b.name] / max(rates[a.name], 1e-9), 3)
+    return _ms(added(results[b.name], results[a.name], 50)), _mirrored(run, a, b, 2 if run.opts.quick else 5)[0]
 
 
 def observability(run: Run) -> None:
@@ -509,6 +576,82 @@ def observability(run: Run) -> None:
                   "informational")
 
 
+GOVERNANCE_KEYS = {"off": "sk-proxy-bench-governance-off-0123456789", "on": "sk-proxy-bench-governance-on-0123456789"}
+
+
+def governance_extra(on: bool) -> str:
+    """The config of a "governance off" or "on" gateway. Off: no usage records, no metrics, a key without
+    limits. On: usage records, metrics, and a key with a budget and RPM/TPM limits far above anything the run
+    sends (every request is admitted, reserved and settled, never refused). Both keys live in the file, and
+    both gateways price the model, so the two differ only in what governance does."""
+    limits = "budget_usd = 1000000.0\nrpm = 1000000000\ntpm = 1000000000000\n" if on else ""
+    return f"""
+[usage]
+enabled = {str(on).lower()}
+
+[metrics]
+enabled = {str(on).lower()}
+
+[[models]]
+name = "gpt-4o-mini"
+provider = "mock"
+pricing = {{ input = 0.15, output = 0.6 }}
+
+[[keys]]
+name = "bench"
+key = "{GOVERNANCE_KEYS['on' if on else 'off']}"
+{limits}"""
+
+
+def governance(run: Run) -> None:
+    """Fresh gateways with governance off and on (``governance_extra``), both pinned to the server CPU:
+    throughput in mirrored order; then, in a full run, added latency over direct one in flight and at 1,000
+    req/s (20 ms mock, 10 s each)."""
+    run.mock_knobs()
+    started: dict[str, Server] = {}
+    try:
+        for label in ("off", "on"):
+            config, port = servers.write_gateway_config(run.workdir / f"governance-{label}", run.mock,
+                                                        extra=governance_extra(label == "on"))
+            started[label] = servers.start_gateway(run.opts.gateway_src, config, port, GOVERNANCE_KEYS[label],
+                                                   run.layout.server)
+        off, on = _chat("off", started["off"]), _chat("on", started["on"])
+        fig: dict[str, Any] = {}
+        # 1 s legs in --quick (after the driver's 1 s warm-up) keep the CI guard short; it judges only a gross
+        # slowdown.
+        fig["throughput_x"], fig["throughput_errors_on"] = _mirrored(run, off, on, 1 if run.opts.quick else 5)
+        if not run.opts.quick:
+            direct = run.target("direct")
+            probed = asyncio.run(drivers.probe([direct, off, on], rounds=5, per_round=400))
+            fig["latency_ms"] = {name: {f"added_{pct}": _ms(added(probed[name], probed["direct"], int(pct[1:])))
+                                        for pct in ("p50", "p99")} for name in ("off", "on")}
+            run.mock_knobs(delay_ms=20)
+            fig["fixed_rate"] = {"rate": RATE, "seconds": 10, "mock_delay_ms": 20, "ms": {}}
+            for target in (direct, off, on):
+                result = asyncio.run(drivers.open_loop(target, rate=RATE, seconds=10))
+                fig["fixed_rate"]["ms"][target.name] = {
+                    **{k: _ms(v) for k, v in summary(result.latencies_ms).items()}, "errors": result.errors}
+            ms = fig["fixed_rate"]["ms"]
+            for name in ("off", "on"):
+                ms[name]["added_p50"] = _ms(ms[name]["p50"] - ms["direct"]["p50"])
+                ms[name]["added_p99"] = _ms(ms[name]["p99"] - ms["direct"]["p99"])
+    finally:
+        for server in started.values():
+            server.proc.stop()
+    run.figures["governance"] = fig
+    run.check("governance", "on: throughput x off", fig["throughput_x"], "x", ">=", GOVERNANCE_SHARE)
+    run.guard("governance", "on: throughput x off", fig["throughput_x"], "x", ">=", 0.5)
+    # A request refused by the key's limits would show here: they are set never to refuse.
+    run.guard("governance", "on: errors (closed loop)", fig["throughput_errors_on"], "", "<=", 0, "0")
+    if "fixed_rate" in fig:
+        only_on = {"on": "governance on"}
+        _check_added(run, "governance", fig["latency_ms"], "off", only_on, GOVERNANCE_SHARE, ", one in flight")
+        _check_added(run, "governance", fig["fixed_rate"]["ms"], "off", only_on, GOVERNANCE_SHARE,
+                     " at 1,000 req/s")
+        run.check("governance", "on: errors at 1,000 req/s", fig["fixed_rate"]["ms"]["on"]["errors"], "", "<=", 0,
+                  "0")
+
+
 def versus_litellm(run: Run) -> None:
     """The gateway's figures against LiteLLM's from the same run."""
     if run.litellm is None:
@@ -537,6 +680,6 @@ def versus_litellm(run: Run) -> None:
 SCENARIOS: dict[str, Callable[[Run], None]] = {
     "startup": startup, "latency": latency, "streaming": streaming, "fixed_rate": fixed_rate,
     "throughput": throughput, "streams500": streams500, "usage": usage, "observability": observability,
-    "whole_box": whole_box, "shared_state": shared_state, "soak": soak,
+    "governance": governance, "whole_box": whole_box, "shared_state": shared_state, "soak": soak,
 }
 QUICK_SKIPS = frozenset({"whole_box", "shared_state"})
