@@ -27,6 +27,8 @@ from typing import Any
 
 import msgspec
 
+from bench.procs import quiet_gc
+
 MAX_HEADER_BYTES = 64 * 1024
 _json = msgspec.json.Encoder()
 
@@ -426,6 +428,7 @@ def main() -> None:
     args = parser.parse_args()
     knobs = Knobs(delay_ms=args.delay_ms, chunks=args.chunks, chunk_ms=args.chunk_ms, size=args.size,
                   error_rate=args.error_rate)
+    quiet_gc()
     asyncio.run(serve(args.host, args.port, knobs))
 
 

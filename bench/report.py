@@ -182,29 +182,33 @@ def markdown(meta: dict[str, Any], figures: dict[str, Any], checks: list[Check])
 
 
 BINARY_HEADING = "## Single executable\n\n"
+# Written by hand from a profile (py-spy, in-process runs): kept, like the binary's section, when a run
+# rewrites the rest.
+PROFILE_HEADING = "## Where the time goes\n\n"
 
 
-def _binary_section(path: Path) -> str:
-    """The section ``python -m bench --binary`` wrote, kept when a full run rewrites the rest."""
+def _kept_section(path: Path, heading: str) -> str:
+    """The section under ``heading`` that a full run does not write, kept when it rewrites the rest."""
     text = path.read_text() if path.exists() else ""
-    start = text.find(BINARY_HEADING)
+    start = text.find(heading)
     if start < 0:
         return ""
-    end = text.find("\n## ", start + len(BINARY_HEADING))
+    end = text.find("\n## ", start + len(heading))
     return text[start:end + 1 if end >= 0 else len(text)]
 
 
 def write_docs(path: Path, body: str) -> None:
+    kept = _kept_section(path, PROFILE_HEADING) + _kept_section(path, BINARY_HEADING)
     path.write_text("# Benchmarks\n\nHow much the gateway adds on top of an upstream, measured against a mock "
                     "upstream, the thinnest possible pass-through and (optionally) LiteLLM's proxy. "
                     "Regenerate with `python -m bench` (about 10 minutes).\n\n"
-                    "## Latest results\n\n" + body + "\n" + _binary_section(path) + METHOD)
+                    "## Latest results\n\n" + body + "\n" + kept + METHOD)
 
 
 def write_binary_section(path: Path, body: str) -> None:
     """Put (or replace) the single executable's section just before the Method section."""
     text = path.read_text()
-    old = _binary_section(path)
+    old = _kept_section(path, BINARY_HEADING)
     if old:
         text = text.replace(old, "")
     section = BINARY_HEADING + body + "\n"

@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # `python bench/run.py`: make the repo root impor
 
 from bench import drivers, report, servers
 from bench.litellm import start_litellm
-from bench.procs import layout, tree_rss_mb
+from bench.procs import layout, quiet_gc, tree_rss_mb
 from bench.scenarios import QUICK_SKIPS, SCENARIOS, Check, Options, Run, versus_litellm
 
 REPO = servers.REPO
@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     soak = args.soak_seconds if args.soak_seconds is not None else (0.0 if args.quick else 300.0)
     lay = layout()
     os.sched_setaffinity(0, lay.client)  # this process is the load generator: it shares the mock's CPU
+    quiet_gc()
     use_wrk = drivers.wrk_available() and not args.quick
     began = time.perf_counter()
     load_start = os.getloadavg()[0]

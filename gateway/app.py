@@ -32,6 +32,7 @@ from gateway.errors import (
 )
 from gateway.logs import access
 from gateway.native import Kind, error_body
+from gateway.redaction import redact
 from gateway.routes import embeddings, health, messages, metrics, native, openapi, responses, unified
 from gateway.routes.asgi import ASGIApp, Message, Receive, Scope, Send, respond, respond_error
 from gateway.routes.context import gateway_state
@@ -47,7 +48,8 @@ FastHandler = Callable[[GatewayState, Scope, Receive, Send, str], Awaitable[None
 FAST_ROUTES: dict[tuple[str, str], FastHandler] = {("POST", "/v1/chat/completions"): unified.chat_completions,
                                                    ("GET", "/metrics"): metrics.scrape,
                                                    ("POST", "/v1/embeddings"): embeddings.create_embeddings,
-                                                   ("POST", "/v1/responses"): responses.create_response}
+                                                   ("POST", "/v1/responses"): responses.create_response,
+                                                   ("POST", "/v1/messages"): messages.create_message}
 FAST_PATHS = {path: method for method, path in FAST_ROUTES}
 
 
@@ -142,7 +144,9 @@ class RequestContext:
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 candidate = value.decode("latin-1")
-                if _SAFE_REQUEST_ID.match(candidate):
+                # Checked once here, so that nothing downstream (answers, records, log lines) needs to:
+                # an id with a secret in it is replaced as one with a control character is.
+                if _SAFE_REQUEST_ID.match(candidate) and redact(candidate) == candidate:
                     rid = candidate
                 break
         if not rid:
@@ -169,8 +173,10 @@ class RequestContext:
         try:
             fast = FAST_ROUTES.get((scope["method"], scope["path"]))
             if fast is None and scope["path"] in FAST_PATHS:
-                await respond_error(send_with_id, MethodNotAllowed(
-                    f"Method not allowed: use {FAST_PATHS[scope['path']]} for {scope['path']}."))
+                refused = MethodNotAllowed(f"Method not allowed: use {FAST_PATHS[scope['path']]} for {scope['path']}.",
+                                           headers={"allow": FAST_PATHS[scope["path"]]})
+                await respond(send_with_id, refused.status_code,
+                              error_body(error_kind(scope["path"], self.state.config), refused), refused.headers)
             elif fast is None:
                 await self.app(scope, receive, send_with_id)
             else:
@@ -256,14 +262,18 @@ def create_app(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     flags: ServeFlags | None = None,
+    started: Callable[[], None] | None = None,
 ) -> RequestContext:
     """The gateway as an ASGI app. Tests pass their own store, clock and sleep; the server passes the serve
-    command's flags, which a reload applies again over the file."""
+    command's flags, which a reload applies again over the file, and what a worker does once it is up
+    (``started``)."""
     state = GatewayState(config, store=store, upstream=upstream, clock=clock, sleep=sleep, flags=flags)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         await state.start()
+        if started is not None:
+            started()
         try:
             yield
         finally:
@@ -272,9 +282,9 @@ def create_app(
     app = Litestar(
         route_handlers=[unified.list_models, unified.retrieve_model, unified.usage, admin_api.usage_aggregates,
                         admin.router, admin.front_door, health.healthz, health.readyz, native.openai_native,
-                        native.anthropic_native, native.gemini_native, native.any_native, messages.create_message,
-                        messages.count_tokens, responses.retrieve_response, responses.delete_response,
-                        responses.list_input_items, openapi.openapi_json],
+                        native.anthropic_native, native.gemini_native, native.any_native, messages.count_tokens,
+                        responses.retrieve_response, responses.delete_response, responses.list_input_items,
+                        openapi.openapi_json],
         exception_handlers={
             GatewayError: _gateway_error,
             HTTPException: _http_error,
@@ -294,7 +304,7 @@ def serve_app() -> RequestContext:
     """granian's factory in each worker process: the config arrives by path, and the serve command's flags
     as JSON, through the environment."""
     from gateway.logs import setup_logging
-    from gateway.server import die_with_parent, tolerate_closed_stderr
+    from gateway.server import die_with_parent, freeze_startup_heap, tolerate_closed_stderr
 
     die_with_parent()
     tolerate_closed_stderr()
@@ -302,4 +312,4 @@ def serve_app() -> RequestContext:
     flags = msgspec.json.decode(os.environ.get(SERVE_FLAGS_ENV_VAR) or "{}", type=ServeFlags)
     config = flags.apply(load_config(os.environ.get(CONFIG_ENV_VAR) or None))
     setup_logging(config.logging.format)  # again, now that the format is known (a config error logs as text)
-    return create_app(config, flags=flags)
+    return create_app(config, flags=flags, started=freeze_startup_heap)

@@ -106,21 +106,30 @@ class TokenBucket:
 class Budget:
     """A USD budget over a period: settled spend plus what in-flight requests have reserved."""
 
-    __slots__ = ("holds", "limit", "period", "period_started", "reserved", "spent")
+    __slots__ = ("holds", "limit", "period", "period_ends", "period_started", "reserved", "spent")
 
     def __init__(self, limit: float, period: Period | str, spent: float, now: float) -> None:
         self.limit = limit
         self.period = period
-        self.period_started = period_start(period, now).timestamp()
+        self._start_period(now)
         self.spent = spent
         self.reserved = 0.0
         self.holds = 0  # reservations not yet settled: none left means nothing is reserved, float dust included
 
+    def _start_period(self, now: float) -> None:
+        self.period_started = period_start(self.period, now).timestamp()
+        ends = period_end(self.period, now)
+        self.period_ends = math.inf if ends is None else ends
+
     def _roll(self, now: float) -> None:
+        # Within the period (nearly always), no calendar arithmetic: working out the period's start cost
+        # about 2 µs, and a request asks four times (issue 18's profile).
+        if self.period_started <= now < self.period_ends:
+            return
         start = period_start(self.period, now).timestamp()
         if start != self.period_started:
-            self.period_started = start
             self.spent = 0.0
+        self._start_period(now)
 
     def remaining(self, now: float) -> float:
         self._roll(now)
@@ -151,7 +160,7 @@ class Budget:
         """New limits from the CLI or a config reload; spend is kept unless the period changed."""
         if period != self.period:
             self.period = period
-            self.period_started = period_start(period, now).timestamp()
+            self._start_period(now)
             if spent is not None:
                 self.spent = spent
         self.limit = limit

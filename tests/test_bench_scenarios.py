@@ -115,3 +115,17 @@ def test_litellm_is_probed_apart_against_its_own_direct() -> None:
     calls.clear()
     results, _ = _probe_apart(_run(), ["direct", "gateway"], probe)
     assert calls == [["direct", "gateway"]] and "litellm" not in results
+
+
+def test_a_full_run_keeps_the_hand_written_profile_and_the_binary_section(tmp_path: Path) -> None:
+    from bench import report
+
+    docs = tmp_path / "benchmarks.md"
+    report.write_docs(docs, "first results\n")
+    docs.write_text(docs.read_text().replace("## Method", report.PROFILE_HEADING + "profile text\n\n## Method"))
+    report.write_binary_section(docs, "binary figures\n")
+    report.write_docs(docs, "second results\n")
+    text = docs.read_text()
+    assert "second results" in text and "first results" not in text
+    assert text.count("profile text") == 1 and text.count("binary figures") == 1
+    assert text.index("profile text") < text.index("binary figures") < text.index("## Method")

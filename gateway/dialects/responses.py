@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
+import os
 import secrets
 from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
@@ -348,8 +350,23 @@ _ITEM_PREFIX = {"message": "msg", "function_call": "fc", "custom_tool_call": "ct
                 "function_call_output": "fco", "custom_tool_call_output": "ctco"}
 
 
-def _nonce() -> str:
-    return secrets.token_hex(6)
+class _Nonces:
+    """Suffixes that keep item ids unique, without a system call for random bytes per item (one per input
+    item made that the largest single cost of parsing a long Codex turn): a random prefix per process (drawn
+    again in a forked worker) and a counter."""
+
+    def __init__(self) -> None:
+        self._pid = 0
+        self._prefix = ""
+        self._next = itertools.count(1).__next__
+
+    def __call__(self) -> str:
+        if self._pid != os.getpid():
+            self._pid, self._prefix, self._next = os.getpid(), secrets.token_hex(3), itertools.count(1).__next__
+        return f"{self._prefix}{self._next():06x}"
+
+
+_nonce = _Nonces()
 
 
 # -------------------------------------------------------------------------------------------- tools
