@@ -272,7 +272,11 @@ def die_with_parent() -> None:
 def _watch_parent(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(PARENT_POLL_S)
-    os.kill(os.getpid(), signal.SIGTERM)
+    if sys.platform != "linux":
+        os.kill(os.getpid(), signal.SIGTERM)
+    # On Linux the kernel sent SIGTERM already (PDEATHSIG). A second one must not follow: granian's worker
+    # handler is not reentrant, and a SIGTERM arriving while it runs the first one's callbacks deadlocks the
+    # worker with the GIL held, so this thread could never reach the exit below (seen: an orphan worker).
     # The graceful stop flushes usage records; one that has not finished by now is not going to.
     time.sleep(ORPHAN_GRACE_S)
     os._exit(70)
