@@ -242,10 +242,10 @@ def freeze_startup_heap() -> None:
     some 100,000 objects) out of the collector's sight. A full collection walked all of them every few
     seconds under load, a pause of 10-30 ms that was the p99 of a fixed-rate run.
 
-    No collection first, although that is the textbook order: it holds the GIL for about 40 ms, and a SIGTERM
-    landing then (the main process dying: PDEATHSIG) can deadlock granian's signal handler against its own
-    threads, leaving an orphan worker that not even the parent watch can end (it needs the GIL). Freezing is
-    constant time; the price is the few cycles of start-up garbage (about ten objects, measured) kept."""
+    No collection first, although that is the textbook order: it holds the GIL for about 40 ms at the end of
+    start-up, which widened the window in which a SIGTERM (the main process dying: PDEATHSIG) reaches a worker
+    still starting, and granian then hangs that worker's graceful stop (``_watch_parent`` ends it). Freezing
+    is constant time; the price is the few cycles of start-up garbage (about ten objects, measured) kept."""
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)

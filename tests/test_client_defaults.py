@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -90,18 +90,8 @@ api_key = "upstream-anthropic"
 """
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream().start()
-    try:
-        yield upstream
-    finally:
-        upstream.stop()
-
-
 @pytest.fixture
 async def gw(fake: FakeUpstream, tmp_path: Path) -> AsyncIterator[Harness]:
-    fake.reset()
     fake.default = answer
     async with gateway_for(fake, tmp_path, extra=PROVIDERS.format(base=fake.base)) as harness:
         yield harness

@@ -10,7 +10,7 @@ streamed and not, sees exactly the first one.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -51,18 +51,8 @@ def two_calls(received: Received) -> Reply:
     return sse_reply(raw, split=b"\r\n\r\n")
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream().start()
-    try:
-        yield upstream
-    finally:
-        upstream.stop()
-
-
 @pytest.fixture
 async def gw(fake: FakeUpstream, tmp_path: Path) -> AsyncIterator[Harness]:
-    fake.reset()
     fake.default = two_calls
     async with gateway_for(fake, tmp_path, extra=PROVIDER.format(base=fake.base)) as harness:
         yield harness

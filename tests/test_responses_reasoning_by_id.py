@@ -9,7 +9,7 @@ key's stored items count (docs/responses.md).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -42,18 +42,8 @@ def gemini(received: Received) -> Reply:
                                        "index": 0}], "usageMetadata": USAGE})
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream().start()
-    try:
-        yield upstream
-    finally:
-        upstream.stop()
-
-
 @pytest.fixture
 async def gw(fake: FakeUpstream, tmp_path: Path) -> AsyncIterator[Harness]:
-    fake.reset()
     fake.default = gemini
     async with gateway_for(fake, tmp_path, extra=PROVIDER.format(base=fake.base)) as harness:
         yield harness
